@@ -1,0 +1,60 @@
+"""k-winners-take-all (kWTA): the competition that selects the self-defined target.
+
+Rate realisation (this module): exact top-k with per-cell thresholds,
+
+    d_i = 1  if  v_i - H_i  is among the k largest entries of  v - H,   else 0,      (Liu et al. 2024, Eq. 1)
+
+where ``v`` is the output activity and ``H`` the homeostatic threshold of each cell. Ties are broken
+by the lower cell index (``torch.topk`` order is made deterministic by a stable sort), so exactly ``k``
+cells win. The spiking realisation (excitatory cells with lateral inhibition through an inhibitory
+population, adaptive thresholds for ``H``) lives in :mod:`neurolearn.circuits.kwta_spiking`.
+
+In a locality contract the winners are a ``neuron_signal`` delivered to each output cell through
+the declared pathway ``"KWTA"``: the circuit reads every cell (that is what inhibition does), each
+cell receives one bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._validate import check_int
+
+PATHWAY = "KWTA"
+
+
+def kwta(v: torch.Tensor, k: int, threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary k-winners-take-all mask of ``v - threshold`` along the last axis.
+
+    ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1). Ties go to the lower
+    index. ``v``: ``(..., n)``; ``threshold``: broadcastable to ``v`` (``None`` means 0).
+    Returns a tensor of ``v``'s dtype with exactly ``k`` ones per row.
+    """
+    n = v.shape[-1]
+    check_int("kwta", "k", k, 1, n)
+    score = v if threshold is None else v - threshold
+    # stable descending sort: equal scores keep index order, so ties go to the lower index
+    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k]
+    d = torch.zeros_like(score)
+    d.scatter_(-1, idx, 1.0)
+    return d
+
+
+@dataclass(frozen=True)
+class KWTA:
+    """The kWTA circuit (rate realisation): ``d = kWTA(v - H)`` with ``k`` winners.
+
+    From Liu et al. 2024 (Eq. 1; Majani et al. 1988). ``KWTA(k)(v, H)`` returns the winner mask.
+    """
+
+    k: int
+
+    def __post_init__(self):
+        check_int("KWTA", "k", self.k, 1)
+
+    def __call__(self, v: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+        if self.k > v.shape[-1]:
+            raise ValueError(f"KWTA: k must be <= the number of cells ({v.shape[-1]}), got {self.k}")
+        return kwta(v, self.k, threshold)

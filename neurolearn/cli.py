@@ -1,0 +1,85 @@
+"""The ``neurolearn`` command.
+
+    neurolearn run [RECIPE] [--out DIR] [--resume] [--epochs N] [--no-progress]
+    neurolearn recipes
+    neurolearn check-locality [...]
+    neurolearn compare RECIPE [...]
+
+``run`` with no recipe runs the default one (``models/digits_bp_1layer.toml``): the one-layer
+self-defined-target network on the embedded digits, trained by backprop, evaluated by direct
+association and a linear classifier beside the same network untrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import recipe as recipes
+
+
+def _run(args) -> int:
+    from .experiment import run_recipe
+
+    label, text = recipes.find_recipe(args.recipe)
+    overrides = {"training": {"epochs": args.epochs}} if args.epochs is not None else None
+    recipe = recipes.resolve(text, label, overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    metrics = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
+    print()
+    print(metrics["table"])
+    print(f"\ntraining: {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s "
+          f"({metrics['seconds_per_1000_samples']:.3f} s per 1,000 samples)")
+    for line in metrics.get("extra_lines", []):
+        print(line)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _recipes(args) -> int:
+    for name, res in sorted(recipes.builtin_recipes().items()):
+        r = recipes.resolve(res.read_text(), name)
+        print(f"{name:<28} {r['description']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``neurolearn`` command; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="neurolearn", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train and evaluate a recipe (default: the one-layer digits network)")
+    p.add_argument("recipe", nargs="?", help="path to a recipe .toml or a built-in recipe name")
+    p.add_argument("--out", help="run folder (default runs/<name>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, help="override [training] epochs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+    p = sub.add_parser("recipes", help="list the built-in recipes")
+    p.set_defaults(func=_recipes)
+    p = sub.add_parser("check-locality", help="check every built-in rule and credit method for locality")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: _delegate("neurolearn.locality.report", "main_check_locality", a.rest))
+    p = sub.add_parser("compare", help="rate vs spiking comparison of a recipe's network")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: _delegate("neurolearn.sim.compare", "main_compare", a.rest))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (recipes.RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"neurolearn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurolearn: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+def _delegate(module: str, func: str, argv) -> int:
+    import importlib
+
+    return importlib.import_module(module).__dict__[func](list(argv)) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

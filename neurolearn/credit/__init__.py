@@ -1,0 +1,6 @@
+"""Credit assignment: how the error reaches every synapse (DESIGN.md section 3)."""
+
+from .backprop import Backprop
+from .equilibrium import EquilibriumProp
+
+__all__ = ["Backprop", "EquilibriumProp"]

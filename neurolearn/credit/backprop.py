@@ -1,0 +1,99 @@
+"""Backpropagation: the error reaches hidden cells through the transposed forward weights.
+
+    e_L = dL/du_L = 2/(B n) (y - d) * m * f'(u_L)                 (output error, m: output dropout mask)
+    e_l = dL/du_l = (e_{l+1} W_{l+1}) * f'(u_l) * r_l              (r_l: scaled dropout mask of h_l)
+    g_l = e_l^T h_{l-1}                                             (delta rule at every layer)
+
+Rumelhart, Hinton & Williams 1986; the baseline credit assignment of Liu et al. 2024 and Tang et al.
+2022. In training the errors ``e_l`` come from autograd (``torch.autograd.grad`` of the loss with
+respect to each layer's input current ``u_l``), and the weight change is the :class:`Delta` rule
+applied with those errors: one fused GEMM per layer. Autograd never computes a dense weight
+gradient. For the locality checker the same rule is written out (:meth:`Backprop.checkable`):
+``e_l`` reads ``W_{l+1}`` -- weight transport -- so backprop is non-local for two layers or more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
+from ..networks.mlp import MLP, activation, activation_derivative
+from ..plasticity.base import apply_updates
+from ..plasticity.delta import Delta
+from .base import mse
+
+
+def _contract(pathway: str) -> Contract:
+    return Contract("Backprop", allows={"pre", "post", "neuron_signal"}, pathways=(pathway,))
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """Backpropagation of the objective's error with autograd; weight change by the delta rule."""
+
+    rule: Delta = Delta()
+
+    @torch.no_grad()
+    def respond(self, net: MLP, x: torch.Tensor) -> torch.Tensor:
+        """Output of the trained feed-forward network (no dropout): ``net(x)``."""
+        return net(x)
+
+    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None) -> dict:
+        """One training step on batch ``x``: forward with dropout, target, errors, fused update."""
+        pres, currents = [], []
+        h = net._drop(x, 0, generator)
+        for l, layer in enumerate(net.layers):
+            pres.append(h.detach())
+            bias = layer.bias.detach() if layer.bias is not None else None
+            u = torch.nn.functional.linear(h, layer.weight.detach(), bias)
+            if l == 0:
+                u.requires_grad_(True)  # the graph starts at the first current (no weight gradients)
+            currents.append(u)
+            h = activation(net.activation_of(l), u)
+            if l < net.n_layers - 1:
+                h = net._drop(h, l + 1, generator)
+        mask = net.output_mask(x.shape[0], generator, x.device)
+        y = h if mask is None else h * mask
+        d = objective.decide(y.detach(), state, mask, labels)
+        loss = mse(y, d)
+        errors = torch.autograd.grad(loss, currents)
+        updates = [self.rule.factors(pre, e) for pre, e in zip(pres, errors)]
+        apply_updates(optimizer, list(net.layers), updates)
+        return {"loss": loss.detach()}
+
+    def checkable(self, sizes, pathway: str = "target", output_activation: str = "hardsigmoid",
+                  hidden_activation: str = "relu") -> Checkable:
+        """Backprop on an MLP of ``sizes`` written out as a pure function of recorded activities.
+
+        State: ``x`` (input cells), ``u{l}`` (input current of population l, the post cell's own
+        state), ``d`` (target delivered to the output cells through ``pathway``), ``W{l}`` (weights).
+        ``g_l = e_l^T h_{l-1}`` with the errors of the module docstring (sum over samples).
+        """
+        sizes = tuple(sizes)
+        L = len(sizes) - 1
+        pops = {f"p{i}": n for i, n in enumerate(sizes)}
+        layers = tuple(Layer(f"W{l}", post=f"p{l}", pre=f"p{l - 1}") for l in range(1, L + 1))
+        entries = {"x": Cells("p0")}
+        for l in range(1, L + 1):
+            entries[f"u{l}"] = Cells(f"p{l}", "current")
+            entries[f"W{l}"] = Weight(f"W{l}")
+        entries["d"] = Signal(f"p{L}", pathway)
+        spec = StateSpec(pops, layers, entries)
+
+        def act(l):
+            return output_activation if l == L else hidden_activation
+
+        def fn(s):
+            h = [s["x"]] + [activation(act(l), s[f"u{l}"]) for l in range(1, L + 1)]
+            e = (h[L] - s["d"]) * activation_derivative(act(L), s[f"u{L}"])
+            out = {}
+            for l in range(L, 0, -1):
+                out[f"W{l}"] = self.rule.update(h[l - 1], e)
+                if l > 1:
+                    e = (e @ s[f"W{l}"]) * activation_derivative(act(l - 1), s[f"u{l - 1}"])
+            return out
+
+        name = f"Backprop ({L} layer{'s' if L > 1 else ''})"
+        return Checkable(name, spec, {ly.name: _contract(pathway) for ly in layers}, fn)

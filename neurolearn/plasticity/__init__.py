@@ -1,0 +1,7 @@
+"""Synapse-level plasticity rules (DESIGN.md section 3): each a frozen object with a pure update."""
+
+from .base import LowRankUpdate, apply_updates
+from .contrastive_hebbian import ContrastiveHebbian
+from .delta import Delta
+
+__all__ = ["LowRankUpdate", "apply_updates", "Delta", "ContrastiveHebbian"]

@@ -1,0 +1,163 @@
+"""Training loop: epochs of mini-batches, learning-rate schedule, checkpoints, resume, divergence.
+
+Per epoch ``e`` (Liu et al. 2024, Algorithm 1): the objective's state is reset if it says so
+(``H <- 0``), the learning rate of every layer is ``lr_l * f(e)`` with the linear schedule
+``f(e) = 1 + (final_lr_factor - 1) e / E`` (torch's ``LinearLR`` from 1 to ``final_lr_factor``),
+the batches come from :func:`neurolearn.data.batch_indices` (deterministic per seed and epoch), and
+each batch is one ``credit.step``. After every epoch a checkpoint is written atomically; a loss or
+weight that stops being finite stops the run with :class:`DivergenceError` *before* anything is
+written, so the last good checkpoint stays intact. ``resume=True`` continues after the last
+checkpoint and reproduces the uninterrupted run (same batches, same random masks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import batch_indices
+from .runs import load_tensors, save_tensors, write_json
+
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_INFO = "checkpoint.json"
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or weight; the last good checkpoint was kept."""
+
+
+def make_optimizer(net, training: dict) -> torch.optim.Optimizer:
+    """SGD or Adam with one parameter group per layer (per-layer learning rates)."""
+    lrs = training["lr"] if isinstance(training["lr"], list) else [training["lr"]]
+    if len(lrs) == 1:
+        lrs = lrs * net.n_layers
+    groups = [{"params": list(layer.parameters()), "lr": float(lr), "base_lr": float(lr)} for layer, lr in zip(net.layers, lrs)]
+    if training["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lrs[0])
+    return torch.optim.Adam(groups, lr=lrs[0])
+
+
+def lr_factor(epoch: int, training: dict) -> float:
+    """Linear schedule from 1 at epoch 0 to ``final_lr_factor`` at the last epoch (or 1 without schedule)."""
+    if training["schedule"] == "none" or training["epochs"] <= 1:
+        return 1.0
+    frac = min(epoch, training["epochs"]) / training["epochs"]
+    return 1.0 + (training["final_lr_factor"] - 1.0) * frac
+
+
+class Trainer:
+    """Trains ``net`` with ``credit`` on ``objective`` (see module docstring).
+
+    ``out_dir`` (optional) receives the checkpoints; ``progress`` shows a progress bar.
+    """
+
+    def __init__(self, net, objective, credit, training: dict, seed: int = 0, out_dir: str | Path | None = None,
+                 progress: bool = True):
+        self.net, self.objective, self.credit = net, objective, credit
+        self.training, self.seed = training, seed
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        self.state = objective.init_state(net.sizes[-1], net.dropout[-1])
+        self.optimizer = make_optimizer(net, training)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        self.samples_seen = 0
+
+    # ------------------------------------------------------------------ checkpoints
+    def _tensors(self) -> dict:
+        t = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if isinstance(self.state, torch.nn.Module):
+            t.update({f"objective.{k}": v for k, v in self.state.state_dict().items()})
+        t["generator"] = self.generator.get_state()
+        for i, st in self.optimizer.state_dict()["state"].items():
+            for name, v in st.items():
+                if v is None:
+                    continue
+                t[f"optim.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        return t
+
+    def save_checkpoint(self) -> None:
+        if self.out_dir is None:
+            return
+        save_tensors(self.out_dir / CHECKPOINT, self._tensors())
+        write_json(self.out_dir / CHECKPOINT_INFO, {
+            "epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
+            "samples_seen": self.samples_seen,
+        })
+
+    def load_checkpoint(self) -> bool:
+        """Restore the last checkpoint of ``out_dir``; ``False`` if there is none."""
+        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists():
+            return False
+        t = load_tensors(self.out_dir / CHECKPOINT)
+        info = json.loads((self.out_dir / CHECKPOINT_INFO).read_text())
+        self.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+        if isinstance(self.state, torch.nn.Module):
+            self.state.load_state_dict({k[10:]: v for k, v in t.items() if k.startswith("objective.")})
+        self.generator.set_state(t["generator"])
+        sd = self.optimizer.state_dict()
+        state: dict = {}
+        for k, v in t.items():
+            if k.startswith("optim."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        sd["state"] = state
+        self.optimizer.load_state_dict(sd)
+        self.epoch = info["epoch"]
+        self.history = info["history"]
+        self.train_seconds = info["train_seconds"]
+        self.samples_seen = info["samples_seen"]
+        return True
+
+    # ------------------------------------------------------------------ training
+    def fit(self, x: torch.Tensor, labels: torch.Tensor | None = None, epochs: int | None = None) -> list[dict]:
+        """Train until ``epochs`` (default: the recipe's) epochs are done; returns the history."""
+        epochs = self.training["epochs"] if epochs is None else epochs
+        bs = self.training["batch_size"]
+        bar = tqdm(total=epochs, initial=self.epoch, desc="training", unit="epoch", disable=not self.progress,
+                   dynamic_ncols=True, leave=False)
+        try:
+            while self.epoch < epochs:
+                self._set_lr(self.epoch)
+                self.objective.on_epoch_start(self.state)
+                t0 = time.perf_counter()
+                total, n = 0.0, 0
+                for idx in batch_indices(x.shape[0], bs, self.seed, self.epoch):
+                    lab = labels[idx] if labels is not None else None
+                    out = self.credit.step(self.net, x[idx], self.objective, self.state, self.optimizer, lab, self.generator)
+                    loss = float(out["loss"])
+                    if not math.isfinite(loss):
+                        raise DivergenceError(
+                            f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
+                            + (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}" if self.out_dir else "no checkpoint folder")
+                        )
+                    total += loss * len(idx)
+                    n += len(idx)
+                self.train_seconds += time.perf_counter() - t0
+                if not all(torch.isfinite(p).all() for p in self.net.parameters()):
+                    raise DivergenceError(f"weights stopped being finite at epoch {self.epoch + 1}; last good checkpoint kept")
+                self.samples_seen += n
+                self.epoch += 1
+                self.history.append({"epoch": self.epoch, "loss": total / max(n, 1)})
+                self.save_checkpoint()
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+        finally:
+            bar.close()
+        return self.history
+
+    def _set_lr(self, epoch: int) -> None:
+        f = lr_factor(epoch, self.training)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * f
+
+    @property
+    def seconds_per_1000(self) -> float:
+        return 1000 * self.train_seconds / max(self.samples_seen, 1)

@@ -1,0 +1,110 @@
+"""Objectives, kWTA and homeostasis against their equations (Liu et al. 2024, Eqs. 1, 2, 11-13)."""
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from neurolearn.circuits import KWTA, Homeostasis, kwta
+from neurolearn.objectives import SelfDefinedTarget, SupervisedTarget
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 20), st.integers(0, 2**31 - 1))
+def test_kwta_selects_exactly_the_k_largest(b, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, n, generator=g)
+    H = torch.randn(n, generator=g)
+    k = 1 + seed % n
+    d = kwta(v, k, H)
+    assert (d.sum(1) == k).all()
+    score = v - H
+    for row, drow in zip(score, d):
+        winners = row[drow == 1]
+        losers = row[drow == 0]
+        if len(losers):
+            assert winners.min() >= losers.max()
+
+
+def test_kwta_errors_name_k():
+    with pytest.raises(ValueError, match="k"):
+        kwta(torch.rand(2, 3), 4)
+    with pytest.raises(ValueError, match="k"):
+        KWTA(0)
+    with pytest.raises(ValueError, match="k must be <="):
+        KWTA(5)(torch.rand(2, 3))
+
+
+def test_homeostasis_batch_equation():
+    h = Homeostasis(4, gamma=0.5, target=0.25)
+    d = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    h.update(d)
+    assert torch.allclose(h.H, 0.5 * (d.mean(0) - 0.25))
+
+
+def test_homeostasis_sequential_equation():
+    h = Homeostasis(3, gamma=1.0, target=1 / 3, mode="sequential", eta=0.5)
+    A, H = torch.full((3,), 1 / 3), torch.zeros(3)
+    rows = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0]])
+    for r in rows:
+        A = 0.5 * r + 0.5 * A
+        H = H + (A - 1 / 3)
+    h.update(rows)
+    assert torch.allclose(h.H, H)
+    h.reset()
+    assert (h.H == 0).all()
+
+
+def test_self_defined_target_updates_h_and_winners_rotate():
+    obj = SelfDefinedTarget(k=1, gamma=1.0)
+    st_ = obj.init_state(3)
+    y = torch.tensor([[0.9, 0.5, 0.1]])
+    winners = [obj.decide(y, st_).argmax().item() for _ in range(6)]
+    assert len(set(winners)) > 1  # homeostasis raises the threshold of the cell that keeps winning
+
+
+def test_self_defined_target_masks_and_smooths():
+    obj = SelfDefinedTarget(k=2, gamma=0.0, smoothing=0.3)
+    y = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+    d = obj.decide(y * mask, obj.init_state(4, 0.2), mask)
+    base = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    assert torch.allclose(d, (0.7 * base + 0.3 * 2 / 4) * mask)
+
+
+def test_sequential_mode_uses_h_of_previous_sample():
+    obj = SelfDefinedTarget(k=1, gamma=10.0, mode="sequential", eta=1.0)
+    y = torch.tensor([[0.9, 0.5], [0.9, 0.5]])
+    d = obj.decide(y, obj.init_state(2))
+    assert d[0].argmax() == 0 and d[1].argmax() == 1  # the first winner's H blocks it for the second
+
+
+def test_target_activity_dropout_adjustment():
+    assert SelfDefinedTarget(k=6, dropout_target="multiply").target_activity(2000, 0.2) == pytest.approx(0.8 * 6 / 2000)
+    assert SelfDefinedTarget(k=5, dropout_target="divide").target_activity(2000, 0.2) == pytest.approx(5 / (0.8 * 2000))
+    assert SelfDefinedTarget(k=5, dropout_target="none").target_activity(2000, 0.2) == pytest.approx(5 / 2000)
+
+
+@pytest.mark.parametrize("kw,name", [({"k": 0}, "k"), ({"gamma": -1}, "gamma"), ({"mode": "online"}, "mode"),
+                                     ({"smoothing": 1.0}, "smoothing"), ({"eta": 0.0}, "eta"),
+                                     ({"k": 2.5}, "k"), ({"reset_each_epoch": 1}, "reset_each_epoch")])
+def test_self_defined_parameter_errors(kw, name):
+    with pytest.raises(ValueError, match=f"SelfDefinedTarget: {name} must be"):
+        SelfDefinedTarget(**kw)
+
+
+def test_k_larger_than_layer_is_rejected():
+    with pytest.raises(ValueError, match="k must be <= the number of output cells"):
+        SelfDefinedTarget(k=10).init_state(5)
+
+
+def test_objectives_are_immutable():
+    obj = SelfDefinedTarget()
+    with pytest.raises(Exception):
+        obj.k = 3
+
+
+def test_supervised_target():
+    d = SupervisedTarget(smoothing=0.1).decide(torch.zeros(2, 4), labels=torch.tensor([1, 3]))
+    assert torch.allclose(d[0], torch.tensor([0.025, 0.925, 0.025, 0.025]))
+    with pytest.raises(ValueError, match="labels"):
+        SupervisedTarget().decide(torch.zeros(2, 4))
