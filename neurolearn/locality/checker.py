@@ -1,0 +1,365 @@
+"""The locality checker: perturb what a contract forbids, see whether the synapse's update moves.
+
+For every layer ``l`` and synapse ``(i, j)`` (post cell ``i``, pre cell ``j``) of a
+:class:`~neurolearn.locality.contract.Checkable`, every input of the update that the layer's
+:class:`~neurolearn.locality.contract.Contract` forbids for that synapse is perturbed, one group at
+a time, and ``dW_l[i, j]`` is compared before and after (DESIGN.md section 4). Perturbation is the
+ground truth: top-k, sign and thresholds have zero gradients, so each group is perturbed in several
+ways -- Gaussian noise, a large positive and a large negative value, and a copy of the synapse's own
+allowed value (a tie) -- which moves a competition's winners when the update depends on it.
+
+States are drawn with Hypothesis: population sizes (when a factory is checked), batch size, and per
+entry a value style (Gaussian, uniform [0, 1], binary, few distinct values with exact ties, extreme
+magnitudes, zeros). A failing state is shrunk by Hypothesis to the smallest one it can find, which
+the report shows. Runs are deterministic for a seed and bounded by ``max_examples`` and
+``time_budget_s``. States are float64 so that rounding never looks like a dependency (a change
+counts when it exceeds 1e-9 of the largest product of state values). With ``batch="samples"`` the update must also equal the sum of the per-sample
+updates; a difference is reported as batch statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+
+from .contract import Cells, CellParam, Checkable, Contract, Scalar, Signal, StateSpec, Trace, Weight
+
+STYLES = ("normal", "uniform", "binary", "ties", "extreme", "zeros")
+
+
+class CheckerError(ValueError):
+    """The update function or its spec is unusable (wrong keys, shapes); the message names what."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One dependency found: ``dW[i, j]`` of ``layer`` moved when ``culprit`` changed."""
+
+    layer: str
+    synapse: tuple
+    kind: str
+    culprit: str
+
+    def __str__(self) -> str:
+        i, j = self.synapse
+        return f"dW[{i}, {j}] of layer {self.layer} moved when {self.culprit} changed: {self.kind}"
+
+
+@dataclass
+class Report:
+    """Result of :func:`check`: per-layer verdicts, the violations found, the smallest failing case."""
+
+    name: str
+    contracts: Mapping[str, Contract]
+    violations: list = field(default_factory=list)
+    examples: int = 0
+    seconds: float = 0.0
+    smallest: str = ""
+
+    @property
+    def local(self) -> bool:
+        return not self.violations
+
+    def layer_local(self, layer: str) -> bool:
+        return not any(v.layer == layer for v in self.violations)
+
+    @property
+    def kinds(self) -> set:
+        return {v.kind for v in self.violations}
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {'LOCAL' if self.local else 'NON-LOCAL'} "
+                 f"({self.examples} states, {self.seconds:.2f} s)"]
+        for layer, c in self.contracts.items():
+            lines.append(f"  layer {layer}: {'local' if self.layer_local(layer) else 'non-local'} under contract "
+                         f"{c.name!r} ({c.describe()})")
+        for v in self.violations:
+            lines.append(f"  - {v}")
+        if self.smallest:
+            lines.append(f"  smallest failing state: {self.smallest}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- drawing states
+def _values(shape, style: str, gen: torch.Generator) -> torch.Tensor:
+    if style == "normal":
+        return torch.randn(shape, generator=gen)
+    if style == "uniform":
+        return torch.rand(shape, generator=gen)
+    if style == "binary":
+        return (torch.rand(shape, generator=gen) > 0.5).float()
+    if style == "ties":
+        levels = torch.tensor([-1.0, 0.0, 0.5, 1.0])
+        return levels[torch.randint(0, 4, shape, generator=gen)]
+    if style == "extreme":
+        mag = torch.tensor([1e-4, 1.0, 1e3])[torch.randint(0, 3, shape, generator=gen)]
+        sign = torch.where(torch.rand(shape, generator=gen) > 0.5, 1.0, -1.0)
+        return mag * sign
+    return torch.zeros(shape)
+
+
+def draw_state(spec: StateSpec, batch: int, styles: Mapping[str, str], seed: int) -> dict:
+    """A state for ``spec``: each entry's tensor in the given style, from a generator seeded by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    return {key: _values(spec.shape(key, batch), styles[key], gen).double() for key in spec.entries}
+
+
+# ----------------------------------------------------------------------------- forbidden groups
+@dataclass(frozen=True)
+class _Group:
+    key: str
+    index: tuple  # index into the entry tensor (slices / ints), the part that is perturbed
+    culprit: str
+    kind: str
+
+
+def _cells_groups(key, entry, spec, layer, i, j, contract, batch):
+    """Groups of a (batch, n) entry indexed by the cells of a population."""
+    pop = entry.population
+    n = spec.populations[pop]
+    role = "post" if pop == layer.post else "pre" if pop == layer.pre else None
+    label = f"{key}" + (f" ({type(entry).__name__.lower()} of {pop})")
+    groups = []
+    if isinstance(entry, Signal):
+        if pop != layer.post:
+            return [_Group(key, (slice(None), slice(None)), f"signal {key} to population {pop}", "depends on cells not at the synapse")]
+        for c in range(n):
+            if c == i:
+                if "neuron_signal" not in contract.allows or entry.pathway not in contract.pathways:
+                    groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (pathway {entry.pathway!r})",
+                                         f"undeclared pathway {entry.pathway!r}"))
+            else:
+                groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (signal to another cell)",
+                                     "depends on other cells of the layer"))
+        return groups
+    needed = "trace" if isinstance(entry, Trace) else None
+    if role is None:
+        return [_Group(key, (slice(None), slice(None)), f"{label}", "depends on cells not at the synapse")]
+    own = {c for c, r in ((i, "post"), (j, "pre")) if (r == "post" and pop == layer.post) or (r == "pre" and pop == layer.pre)}
+    for c in range(n):
+        if c in own:
+            roles = ({"post"} if (pop == layer.post and c == i) else set()) | ({"pre"} if (pop == layer.pre and c == j) else set())
+            ok = any(r in contract.allows for r in roles) and (needed is None or needed in contract.allows)
+            if not ok:
+                what = needed or "/".join(sorted(roles))
+                groups.append(_Group(key, (slice(None), c), f"{key}[{c}]", f"reads {what} activity the contract does not allow"))
+        else:
+            name = "post" if pop == layer.post else "pre"
+            groups.append(_Group(key, (slice(None), c), f"{name}[{c}] ({key})", "depends on other cells of the layer"))
+    return groups
+
+
+def forbidden_groups(spec: StateSpec, layer_name: str, i: int, j: int, contract: Contract, batch: int) -> list:
+    """Everything the update of synapse ``(i, j)`` of ``layer_name`` must not read, as groups."""
+    layer = spec.layer(layer_name)
+    groups: list = []
+    for key, entry in spec.entries.items():
+        if isinstance(entry, (Cells, Trace, Signal)):
+            groups += _cells_groups(key, entry, spec, layer, i, j, contract, batch)
+        elif isinstance(entry, CellParam):
+            pop = entry.population
+            for c in range(spec.populations[pop]):
+                own = (pop == layer.post and c == i and "post" in contract.allows) or (
+                    pop == layer.pre and c == j and "pre" in contract.allows)
+                if not own:
+                    kind = ("depends on other cells of the layer" if pop in (layer.post, layer.pre)
+                            else "depends on cells not at the synapse")
+                    groups.append(_Group(key, (c,), f"{key}[{c}] (parameter of a cell of {pop})", kind))
+        elif isinstance(entry, Weight):
+            if entry.layer == layer_name:
+                n_post, n_pre = spec.shape(key, batch)
+                if "weight" not in contract.allows:
+                    groups.append(_Group(key, (i, j), f"{key}[{i}, {j}] (its own weight)", "reads its own weight the contract does not allow"))
+                others = [(a, b) for a in range(n_post) for b in range(n_pre) if (a, b) != (i, j)]
+                for a, b in others:
+                    groups.append(_Group(key, (a, b), f"W of layer {layer_name} at [{a}, {b}]", "depends on other synapses' weights"))
+            else:
+                other = spec.layer(entry.layer)
+                kind = "weight transport" if other.pre == layer.post else "depends on another layer's weights"
+                groups.append(_Group(key, (slice(None), slice(None)), f"W of layer {entry.layer}", kind))
+        elif isinstance(entry, Scalar):
+            if "global_scalar" not in contract.allows:
+                groups.append(_Group(key, (), f"scalar {key}", "reads a global scalar the contract does not allow"))
+    return groups
+
+
+def _perturbations(state, group: _Group, own_value: float, gen: torch.Generator):
+    t = state[group.key]
+    part = t[group.index]
+    shape = part.shape
+    scale = float(part.abs().max()) if part.numel() else 1.0
+    scale = scale if scale > 0 else 1.0
+    yield part + torch.randn(shape, generator=gen) * scale
+    yield torch.full(shape, 100.0 * scale)
+    yield torch.full(shape, -100.0 * scale)
+    yield torch.full(shape, own_value)
+    yield -part + 1.0
+
+
+def _moved(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
+    """``a`` differs from ``b`` beyond float64 rounding of terms of size ``scale``."""
+    a, b = a.double(), b.double()
+    if torch.isnan(a) and torch.isnan(b):
+        return False
+    if torch.isnan(a) or torch.isnan(b):
+        return True
+    return bool((a - b).abs() > 1e-9 * (1.0 + scale + max(float(a.abs()), float(b.abs()))))
+
+
+def _scale(state) -> float:
+    """Size of the largest product of two state values: the rounding scale of any update."""
+    m = max((float(v.abs().max()) for v in state.values() if v.numel()), default=1.0)
+    return m * m
+
+
+def _call(checkable: Checkable, state: dict) -> dict:
+    out = checkable.update(state)
+    spec = checkable.spec
+    if not isinstance(out, Mapping):
+        raise CheckerError(f"{checkable.name}: the update must return a dict {{layer name: dW}}, got {type(out).__name__}")
+    for layer in spec.layers:
+        if layer.name not in out:
+            raise CheckerError(f"{checkable.name}: the update returned no dW for layer {layer.name!r} (returned {sorted(out)})")
+        want = (spec.populations[layer.post], spec.populations[layer.pre])
+        if tuple(out[layer.name].shape) != want:
+            raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must have shape {want} (post, pre), got {tuple(out[layer.name].shape)}")
+    return out
+
+
+def _slice_batch(spec: StateSpec, state: dict, b: int) -> dict:
+    return {k: (v[b : b + 1] if isinstance(spec.entries[k], (Cells, Trace, Signal)) else v) for k, v in state.items()}
+
+
+def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_layer: int, gen: torch.Generator,
+                  first_only: bool = False) -> list:
+    """All violations found in one state (for the synapses examined)."""
+    spec = checkable.spec
+    base = _call(checkable, state)
+    scale = _scale(state) * max(batch, 1)
+    found = []
+    for layer in spec.layers:
+        contract = checkable.contracts[layer.name]
+        n_post, n_pre = base[layer.name].shape
+        pairs = [(a, b) for a in range(n_post) for b in range(n_pre)]
+        if len(pairs) > synapses_per_layer:
+            pick = torch.randperm(len(pairs), generator=gen)[:synapses_per_layer].tolist()
+            pairs = [pairs[p] for p in pick]
+        seen_kinds = set()
+        for i, j in pairs:
+            own = base[layer.name][i, j]
+            for g in forbidden_groups(spec, layer.name, i, j, contract, batch):
+                if g.kind in seen_kinds:
+                    continue
+                own_value = _own_value(spec, state, layer, g, i, j)
+                for new in _perturbations(state, g, own_value, gen):
+                    pert = dict(state)
+                    t = state[g.key].clone()
+                    t[g.index] = new
+                    pert[g.key] = t
+                    if _moved(_call(checkable, pert)[layer.name][i, j], own, max(scale, _scale(pert))):
+                        found.append(Violation(layer.name, (i, j), g.kind, g.culprit))
+                        seen_kinds.add(g.kind)
+                        break
+                if first_only and found:
+                    return found
+        if contract.batch == "samples" and batch > 1 and "batch statistics" not in seen_kinds:
+            total = sum(_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch))
+            diff = (total.double() - base[layer.name].double()).abs()
+            tol = 1e-9 * (1.0 + scale)
+            bad = (diff > tol) & ~(torch.isnan(total) & torch.isnan(base[layer.name]))
+            if bad.any():
+                i, j = [int(v) for v in bad.nonzero()[0]]
+                found.append(Violation(layer.name, (i, j), "batch statistics",
+                                       "another sample of the batch (the update is not the sum of per-sample updates)"))
+    return found
+
+
+def _own_value(spec, state, layer, group, i, j) -> float:
+    """A value of the synapse's own allowed signal of the same kind (to create ties)."""
+    entry = spec.entries[group.key]
+    t = state[group.key]
+    try:
+        if isinstance(entry, (Cells, Trace, Signal)):
+            c = i if entry.population == layer.post else j
+            if c < t.shape[1]:
+                return float(t[0, c])
+        if isinstance(entry, Weight):
+            return float(t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)])
+    except (IndexError, RuntimeError):
+        pass
+    return 0.5
+
+
+# ----------------------------------------------------------------------------- the check
+def check(
+    target: Checkable | Callable[[Sequence[int]], Checkable],
+    *,
+    n_populations: int | None = None,
+    max_size: int = 4,
+    max_batch: int = 3,
+    seed: int = 0,
+    max_examples: int = 25,
+    synapses_per_layer: int = 6,
+    time_budget_s: float = 20.0,
+) -> Report:
+    """Check ``target`` against its contracts; return a :class:`Report`.
+
+    ``target`` is a :class:`Checkable` (fixed sizes) or a factory ``sizes -> Checkable`` taking
+    ``n_populations`` sizes, drawn in ``1..max_size`` so Hypothesis also shrinks the network.
+    """
+    if isinstance(target, Checkable):
+        factory, n_pop = (lambda sizes: target), 0
+    elif callable(target):
+        if not n_populations:
+            raise CheckerError("check: a factory target needs n_populations (how many sizes it takes)")
+        factory, n_pop = target, n_populations
+    else:
+        raise CheckerError(f"check: target must be a Checkable or a factory sizes -> Checkable, got {type(target).__name__}")
+    probe = factory([2] * n_pop) if n_pop else target
+    report = Report(probe.name, dict(probe.contracts))
+    found: dict = {}
+    last_failing: dict = {}
+    t0 = time.perf_counter()
+
+    sizes_st = st.lists(st.integers(1, max_size), min_size=n_pop, max_size=n_pop)
+
+    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None, print_blob=False,
+              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink])
+    @given(data=st.data())
+    def run(data):
+        report.examples += 1
+        sizes = data.draw(sizes_st) if n_pop else []
+        ch = factory(sizes) if n_pop else target
+        batch = data.draw(st.integers(1, max_batch))
+        styles = {k: data.draw(st.sampled_from(STYLES)) for k in ch.spec.entries}
+        s = data.draw(st.integers(0, 2**31 - 1))
+        gen = torch.Generator().manual_seed(seed * 7919 + s)
+        state = draw_state(ch.spec, batch, styles, seed * 104729 + s)
+        if time.perf_counter() - t0 > time_budget_s and found:
+            return
+        vs = violations_in(ch, state, batch, synapses_per_layer, gen)
+        for v in vs:
+            found.setdefault((v.layer, v.kind), v)
+        if vs:
+            last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs)
+            raise AssertionError(str(vs[0]))
+
+    try:
+        run()
+    except AssertionError:
+        pass
+    except HypothesisException as e:  # pragma: no cover - hypothesis internals
+        raise CheckerError(f"check: hypothesis failed: {e}") from e
+    report.violations = sorted(found.values(), key=lambda v: (v.layer, v.kind))
+    if last_failing:
+        report.smallest = (f"sizes {last_failing['sizes'] or 'fixed'}, batch {last_failing['batch']}, values "
+                           + ", ".join(f"{k}:{v}" for k, v in last_failing["styles"].items())
+                           + f" -> {last_failing['violations'][0]}")
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,74 @@
+"""``neurolearn check-locality``: every built-in rule and credit method, checked, as a table.
+
+Each entry is a factory ``sizes -> Checkable`` so Hypothesis draws (and shrinks) the network sizes,
+and the verdict the design expects (DESIGN.md section 4): backprop through two layers is non-local
+(weight transport); the delta rule, the contrastive Hebbian rule, equilibrium propagation and the
+self-defined target with the delta rule (winners delivered by the KWTA circuit) are local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from .checker import Report, check
+
+
+def builtin_checks() -> list:
+    """``(factory, n_populations, expected_local)`` for every built-in rule and credit method."""
+    from ..credit import Backprop, EquilibriumProp
+    from ..objectives import self_defined_delta_checkable
+    from ..plasticity import ContrastiveHebbian, Delta
+
+    return [
+        (lambda s: Delta().checkable(s[0], s[1]), 2, True),
+        (lambda s: ContrastiveHebbian().checkable(s[0], s[1]), 2, True),
+        (lambda s: self_defined_delta_checkable(s[0], s[1], k=1), 2, True),
+        (lambda s: Backprop().checkable(s), 2, True),
+        (lambda s: Backprop().checkable(s), 3, False),
+        (lambda s: EquilibriumProp().checkable(s), 2, True),
+        (lambda s: EquilibriumProp().checkable(s), 3, True),
+    ]
+
+
+def run_builtin_checks(seed: int = 0, max_examples: int = 20) -> list[tuple[Report, bool]]:
+    """Check every built-in; returns ``(report, expected_local)`` pairs."""
+    return [(check(f, n_populations=n, seed=seed, max_examples=max_examples), expected)
+            for f, n, expected in builtin_checks()]
+
+
+def format_table(results) -> str:
+    """Rule, contract, verdict (and whether it is the expected one), violations, time."""
+    head = f"{'rule':<34}{'contract':<44}{'verdict':<11}{'expected':<10}{'time':>7}  violations"
+    lines = [head, "-" * (len(head) + 20)]
+    for report, expected in results:
+        contract = "; ".join(sorted({c.describe() for c in report.contracts.values()}))
+        verdict = "local" if report.local else "NON-LOCAL"
+        ok = "yes" if report.local == expected else "NO"
+        kinds = ", ".join(sorted(report.kinds)) or "-"
+        lines.append(f"{report.name:<34}{contract[:43]:<44}{verdict:<11}{ok:<10}{report.seconds:>6.1f}s  {kinds}")
+    return "\n".join(lines)
+
+
+def main_check_locality(argv) -> int:
+    """CLI: print the table (and the violations in full); exit 1 if a verdict is not the expected one."""
+    ap = argparse.ArgumentParser(prog="neurolearn check-locality", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-examples", type=int, default=20)
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    results = run_builtin_checks(args.seed, args.max_examples)
+    print(format_table(results))
+    for report, _ in results:
+        if not report.local:
+            print()
+            print(report)
+    print(f"\n{len(results)} checks in {time.perf_counter() - t0:.1f} s")
+    if args.json:
+        from ..runs import write_json
+
+        write_json(args.json, [{"rule": r.name, "local": r.local, "expected_local": e, "seconds": r.seconds,
+                                "violations": [str(v) for v in r.violations]} for r, e in results])
+    return 0 if all(r.local == e for r, e in results) else 1

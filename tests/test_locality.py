@@ -1,0 +1,207 @@
+"""The locality checker: every verdict paired with the opposite one, planted violations of each
+forbidden kind caught and named, the built-in rules and training steps classified as DESIGN.md says."""
+
+import pytest
+import torch
+
+from neurolearn.credit import Backprop, EquilibriumProp
+from neurolearn.locality import (CellParam, Cells, Checkable, CheckerError, Contract, Layer, Signal, StateSpec, Weight,
+                                 assert_local, assert_nonlocal, check, check_batch_additivity,
+                                 check_permutation_equivariance, check_scaling, single_layer)
+from neurolearn.objectives import self_defined_delta_checkable
+from neurolearn.plasticity import ContrastiveHebbian, Delta
+
+HEBB = Contract("Hebb", allows={"pre", "post"})
+WITH_W = Contract("with weight", allows={"pre", "post", "weight"})
+KW = dict(max_examples=15)
+
+
+def hebb(s):
+    return s["post"].T @ s["pre"]
+
+
+def oja(s):
+    """User-written Oja rule (Oja 1982): dW_ij = sum_b y_i (x_j - y_i W_ij)."""
+    x, y, W = s["pre"], s["post"], s["W"]
+    return y.T @ x - (y * y).sum(0)[:, None] * W
+
+
+def softmax_rule(s):
+    """User-written softmax-normalised Hebbian rule: post activity normalised over the layer."""
+    p = torch.softmax(s["post"], dim=1)
+    return p.T @ s["pre"]
+
+
+# ----------------------------------------------------------------------------- local controls
+def test_hebbian_is_local():
+    assert_local(single_layer(hebb, HEBB), **KW)
+
+
+def test_user_oja_rule_is_local_with_weight_allowed_and_not_without():
+    assert_local(single_layer(oja, WITH_W), **KW)
+    r = assert_nonlocal(single_layer(oja, HEBB), **KW)
+    assert "reads its own weight the contract does not allow" in r.kinds
+
+
+def test_user_softmax_rule_is_nonlocal():
+    r = assert_nonlocal(single_layer(softmax_rule, HEBB), kinds={"depends on other cells of the layer"}, **KW)
+    assert any("post[" in v.culprit for v in r.violations)
+
+
+# ----------------------------------------------------------------------------- planted violations
+def test_other_synapse_weight_is_caught():
+    def row_normalised(s):
+        W = s["W"]
+        return s["post"].T @ s["pre"] - W / (W.abs().sum(1, keepdim=True) + 1.0)
+
+    assert_nonlocal(single_layer(row_normalised, WITH_W), kinds={"depends on other synapses' weights"}, **KW)
+
+
+def test_other_cell_of_the_layer_is_caught_and_named():
+    def lateral(s):
+        y = s["post"]
+        return (y - y.mean(1, keepdim=True)).T @ s["pre"]
+
+    r = assert_nonlocal(single_layer(lateral, HEBB), kinds={"depends on other cells of the layer"}, **KW)
+    assert "changed: depends on other cells of the layer" in str(r)
+
+
+def test_other_layer_weights_is_weight_transport():
+    spec = StateSpec({"x": 3, "h": 2, "y": 2}, (Layer("W1", "h", "x"), Layer("W2", "y", "h")),
+                     {"x": Cells("x"), "h": Cells("h"), "e": Signal("h", "error"), "W1": Weight("W1"), "W2": Weight("W2")})
+    contract = Contract("delta", allows={"pre", "post", "neuron_signal"}, pathways=("error",))
+
+    def fn(s):  # the error delivered to h is read back through W2 (as backprop does)
+        back = s["e"] @ s["W2"].T @ s["W2"]
+        return {"W1": back.T @ s["x"], "W2": torch.zeros(2, 2, dtype=s["x"].dtype)}
+
+    r = assert_nonlocal(Checkable("planted", spec, {"W1": contract, "W2": contract}, fn), **KW)
+    assert "weight transport" in r.kinds and not r.layer_local("W1") and r.layer_local("W2")
+    # the same with a declared feedback pathway delivering the signal directly: local
+    r = assert_local(Checkable("feedback", spec, {"W1": contract, "W2": contract},
+                               lambda s: {"W1": s["e"].T @ s["x"], "W2": torch.zeros(2, 2, dtype=s["x"].dtype)}), **KW)
+
+
+def test_batch_statistics_are_caught_unless_declared_sequence():
+    def centred(s):
+        x = s["pre"] - s["pre"].mean(0, keepdim=True)
+        return s["post"].T @ x
+
+    r = assert_nonlocal(single_layer(centred, HEBB), kinds={"batch statistics"}, **KW)
+    assert "not the sum of per-sample updates" in str(r)
+    seq = Contract("sequence", allows={"pre", "post"}, batch="sequence")
+    assert_local(single_layer(centred, seq), **KW)
+
+
+def test_undeclared_pathway_is_caught():
+    fn = lambda s: s["t"].T @ s["pre"]
+    declared = Contract("d", allows={"pre", "post", "neuron_signal"}, pathways=("target",))
+    undeclared = Contract("u", allows={"pre", "post", "neuron_signal"}, pathways=("feedback B",))
+    assert_local(single_layer(fn, declared, signals={"t": "target"}), **KW)
+    assert_nonlocal(single_layer(fn, undeclared, signals={"t": "target"}), kinds={"undeclared pathway 'target'"}, **KW)
+
+
+def test_trace_and_scalar_need_the_contract():
+    fn = lambda s: (s["post"] * s["m"]).T @ s["trace_pre"]
+    allowed = Contract("a", allows={"pre", "post", "trace", "global_scalar"})
+    assert_local(single_layer(fn, allowed, traces=["trace_pre"], scalars=["m"]), **KW)
+    r = assert_nonlocal(single_layer(fn, HEBB, traces=["trace_pre"], scalars=["m"]), **KW)
+    assert {"reads a global scalar the contract does not allow", "reads trace activity the contract does not allow"} <= r.kinds
+
+
+def test_other_cells_parameter_is_caught():
+    spec = StateSpec({"pre": 3, "post": 3}, (Layer("W", "post", "pre"),),
+                     {"pre": Cells("pre"), "post": Cells("post"), "H": CellParam("post"), "W": Weight("W")})
+    own = Checkable("own threshold", spec, {"W": HEBB}, lambda s: {"W": (s["post"] - s["H"]).T @ s["pre"]})
+    other = Checkable("rolled threshold", spec, {"W": HEBB},
+                      lambda s: {"W": (s["post"] - s["H"].roll(1)).T @ s["pre"]})
+    assert_local(own, **KW)
+    assert_nonlocal(other, kinds={"depends on other cells of the layer"}, **KW)
+
+
+def test_zero_gradient_dependency_is_still_caught():
+    """A top-k computed from all post cells has zero gradient everywhere: perturbation still finds it."""
+    def topk_rule(s):
+        y = s["post"]
+        d = torch.zeros_like(y).scatter_(1, y.topk(1, dim=1).indices, 1.0)
+        return d.T @ s["pre"]
+
+    assert_nonlocal(single_layer(topk_rule, HEBB, n_post=3), kinds={"depends on other cells of the layer"}, **KW)
+
+
+# ----------------------------------------------------------------------------- built-ins
+def test_builtin_rules_are_local():
+    for ch in (Delta().checkable(3, 2), ContrastiveHebbian().checkable(3, 2)):
+        assert_local(ch, **KW)
+
+
+def test_kwta_target_local_only_when_delivered_by_the_circuit():
+    assert_local(self_defined_delta_checkable(3, 3, k=1), **KW)
+
+    def self_computed(s):  # the winners computed by the rule itself from every post cell
+        u = s["post"]
+        d = torch.zeros_like(u).scatter_(1, u.topk(1, dim=1).indices, 1.0)
+        return ((u.clamp(0, 1) - d) * ((u > 0) & (u < 1))).T @ s["pre"]
+
+    assert_nonlocal(single_layer(self_computed, Contract("delta", allows={"pre", "post"}), n_post=3),
+                    kinds={"depends on other cells of the layer"}, **KW)
+
+
+def test_two_layer_backprop_is_weight_transport_one_layer_is_local():
+    r = assert_nonlocal(lambda s: Backprop().checkable(s), n_populations=3, kinds={"weight transport"}, **KW)
+    assert not r.layer_local("W1") and r.layer_local("W2")
+    assert_local(lambda s: Backprop().checkable(s), n_populations=2, **KW)
+
+
+def test_equilibrium_propagation_is_local():
+    assert_local(lambda s: EquilibriumProp().checkable(s), n_populations=3, **KW)
+
+
+def test_report_is_deterministic_under_seed():
+    a = check(single_layer(softmax_rule, HEBB), seed=3, **KW)
+    b = check(single_layer(softmax_rule, HEBB), seed=3, **KW)
+    assert str(a).split("(")[0] == str(b).split("(")[0] and [str(v) for v in a.violations] == [str(v) for v in b.violations]
+    assert a.smallest == b.smallest
+
+
+def test_shrinking_gives_a_small_case():
+    r = check(lambda s: Backprop().checkable(s), n_populations=3, **KW)
+    assert "sizes [1, 1, 1]" in r.smallest or "sizes [1, 1, 2]" in r.smallest or "sizes [1, 2, 1]" in r.smallest
+
+
+def test_checker_errors_name_the_problem():
+    bad_shape = single_layer(lambda s: torch.zeros(5, 5), HEBB)
+    with pytest.raises(CheckerError, match="must have shape"):
+        check(bad_shape, **KW)
+    spec = StateSpec({"a": 2}, (Layer("W", "a", "a"),), {"x": Cells("a"), "W": Weight("W")})
+    with pytest.raises(CheckerError, match="no dW for layer 'W'"):
+        check(Checkable("missing", spec, {"W": HEBB}, lambda s: {}), **KW)
+    with pytest.raises(ValueError, match="allows must be a subset"):
+        Contract("x", allows={"telepathy"})
+
+
+# ----------------------------------------------------------------------------- invariances
+@pytest.mark.parametrize("make", [lambda: Delta().checkable(4, 3), lambda: ContrastiveHebbian().checkable(4, 3),
+                                  lambda: self_defined_delta_checkable(4, 3), lambda: Backprop().checkable((4, 3, 2)),
+                                  lambda: EquilibriumProp().checkable((4, 3, 2))])
+def test_builtins_permutation_equivariant_and_additive(make):
+    ch = make()
+    for pop in ch.spec.populations:
+        check_permutation_equivariance(ch, pop)
+    check_batch_additivity(ch)
+
+
+def test_invariance_checks_can_fail():
+    index_rule = single_layer(lambda s: s["post"].T @ s["pre"] * torch.arange(1, 4, dtype=s["pre"].dtype), HEBB)
+    with pytest.raises(AssertionError, match="did not permute"):
+        check_permutation_equivariance(index_rule, "pre")
+    centred = single_layer(lambda s: s["post"].T @ (s["pre"] - s["pre"].mean(0)), HEBB)
+    with pytest.raises(AssertionError, match="batch statistics"):
+        check_batch_additivity(centred)
+
+
+def test_scaling_laws():
+    check_scaling(Delta().checkable(3, 2), "x", 3.0, lambda c: c)  # g = e x^T is linear in x
+    check_scaling(Delta().checkable(3, 2), "e", -2.0, lambda c: c)
+    with pytest.raises(AssertionError, match="did not scale"):
+        check_scaling(single_layer(oja, WITH_W), "post", 2.0, lambda c: c)  # Oja is not linear in y
