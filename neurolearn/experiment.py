@@ -81,6 +81,37 @@ def evaluate(credit, net, ds: Dataset, ev: dict, seed: int = 0) -> dict:
     return out
 
 
+def setup_checkable(recipe: dict):
+    """``(factory, n_populations)`` of the training step a recipe sets up, for the locality checker.
+
+    Backprop on one layer with the self-defined target is the delta rule with the winners delivered
+    by the KWTA circuit; with more layers it is backprop's chain rule; equilibrium propagation is the
+    contrastive Hebbian rule on every layer. Sizes are drawn small: the contract does not depend on them.
+    """
+    from .credit import Backprop, EquilibriumProp
+    from .objectives import self_defined_delta_checkable
+
+    n_pop = len(recipe["network"]["sizes"]) + 1
+    out_act = recipe["network"]["output_activation"]
+    if recipe["credit"]["type"] == "equilibrium":
+        return (lambda s: EquilibriumProp().checkable(s)), n_pop
+    if n_pop == 2 and recipe["objective"]["type"] == "self_defined":
+        return (lambda s: self_defined_delta_checkable(s[0], s[1], 1, out_act)), n_pop
+    hidden = recipe["network"]["hidden_activation"]
+    pathway = "KWTA" if recipe["objective"]["type"] == "self_defined" else "target"
+    return (lambda s: Backprop().checkable(s, pathway, out_act, hidden)), n_pop
+
+
+def locality_verdict(recipe: dict, seed: int = 0) -> dict:
+    """Check the training step of ``recipe`` (see :func:`setup_checkable`); a dict for metrics.json."""
+    from .locality import check
+
+    factory, n = setup_checkable(recipe)
+    report = check(factory, n_populations=n, seed=seed, max_examples=15)
+    return {"rule": report.name, "local": report.local, "violations": [str(v) for v in report.violations],
+            "seconds": report.seconds, "text": str(report)}
+
+
 def format_table(rows: dict[str, dict]) -> str:
     """Rows (e.g. untrained / trained) of accuracies as a fixed-width table (percent)."""
     cols = [("direct_av", "direct av"), ("direct_max", "direct max"), ("linear", "linear")]
@@ -144,6 +175,16 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
         order = torch.argsort((r > 0).double().mean(0), descending=True)
         receptive_fields_png(net.layers[0].weight, ds.image_shape, out_dir / "receptive_fields.png",
                              ev["receptive_fields"], order, f"{recipe['name']}: most active cells")
+    lines = []
+    if ev["locality"]:
+        loc = locality_verdict(recipe, recipe["seed"])
+        metrics["locality"] = loc
+        lines.append(f"locality of the training step ({loc['rule']}): {'LOCAL' if loc['local'] else 'NON-LOCAL'}"
+                     + ("" if loc["local"] else " -- " + "; ".join(loc["violations"])))
+        if recipe["objective"]["type"] == "self_defined":
+            lines.append("  (homeostasis: H_i moves with cell i's own wins only -- the batch mean is a trace of that cell "
+                         "over the batch's samples; mode = 'sequential' makes it an exponential trace)")
+    metrics["extra_lines"] = lines
     rows = {}
     if "untrained" in metrics:
         rows["untrained"] = metrics["untrained"]

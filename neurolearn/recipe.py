@@ -131,8 +131,6 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "untrained_baseline": (True, _bool),
         "receptive_fields": (64, _int(0)),
         "locality": (True, _bool),
-        "spiking": ("brian2", _choice("none", "brian2", "snntorch", "both")),
-        "spiking_test_limit": (0, _int(0)),
     },
 }
 

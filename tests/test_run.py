@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def small(**over):
     text = recipes.find_recipe(None)[1]
     r = recipes.resolve(text, "default", {"network": {"sizes": [60]}, "objective": {"k": 3},
-                                          "training": {"epochs": 3}, "eval": {"linear_epochs": 3, "spiking": "none",
-                                                                              "locality": False}})
+                                          "training": {"epochs": 3}, "eval": {"linear_epochs": 3, "locality": False}})
     for section, kv in over.items():
         r[section].update(kv)
     return r
@@ -125,10 +124,11 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_cli_run_and_errors(tmp_path, capsys):
     rec = tmp_path / "r.toml"
-    rec.write_text(recipes.dumps(small()))
+    rec.write_text(recipes.dumps(small(eval={"locality": True})))
     assert main(["run", str(rec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "untrained" in out and "trained" in out and "direct av" in out
+    assert "locality of the training step (SelfDefinedTarget(k=1) + Delta): LOCAL" in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nlearning_rate = 1\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
@@ -158,3 +158,13 @@ def test_quick_start_block_matches_ci():
     assert "neurolearn run" in lines
     ci = (ROOT / ".ci" / "run").read_text()
     assert install in ci and test in ci
+
+
+def test_locality_verdict_of_recipes():
+    from neurolearn.experiment import locality_verdict
+
+    for name, local in (("mnist_bp_2layer", False), ("mnist_ep_2layer", True), ("digits_bp_1layer", True)):
+        r = recipes.resolve(recipes.find_recipe(name)[1], name)
+        v = locality_verdict(r)
+        assert v["local"] is local, v["text"]
+    assert any("weight transport" in s for s in locality_verdict(recipes.resolve(recipes.find_recipe("mnist_bp_2layer")[1]))["violations"])
