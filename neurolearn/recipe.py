@@ -116,6 +116,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "optimizer": ("sgd", _choice("sgd", "adam")),
         "lr": (8.0, _num_or_list(0.0)),
         "schedule": ("linear", _choice("linear", "none")),
+        "block": (8, _int(1)),
         "final_lr_factor": (5e-4, _num(0.0, 1.0)),
         "threads": (0, _int(0)),
         "device": ("cpu", _str),

@@ -4,7 +4,9 @@ Per epoch ``e`` (Liu et al. 2024, Algorithm 1): the objective's state is reset i
 (``H <- 0``), the learning rate of every layer is ``lr_l * f(e)`` with the linear schedule
 ``f(e) = 1 + (final_lr_factor - 1) e / E`` (torch's ``LinearLR`` from 1 to ``final_lr_factor``),
 the batches come from :func:`neurolearn.data.batch_indices` (deterministic per seed and epoch), and
-each batch is one ``credit.step``. After every epoch a checkpoint is written atomically; a loss or
+each batch is one ``credit.step``. For a one-layer network trained by plain SGD, ``block`` batches
+share one input GEMM and one weight write (:class:`~neurolearn.plasticity.base.DeferredLayer`):
+the same updates, exactly, with two large matrix products per block instead of two small ones per batch. After every epoch a checkpoint is written atomically; a loss or
 weight that stops being finite stops the run with :class:`DivergenceError` *before* anything is
 written, so the last good checkpoint stays intact. ``resume=True`` continues after the last
 checkpoint and reproduces the uninterrupted run (same batches, same random masks).
@@ -21,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import batch_indices
+from .plasticity.base import DeferredLayer, _plain_sgd
 from .runs import load_tensors, save_tensors, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -129,17 +132,29 @@ class Trainer:
                 self.objective.on_epoch_start(self.state)
                 t0 = time.perf_counter()
                 total, n = 0.0, 0
-                for idx in batch_indices(x.shape[0], bs, self.seed, self.epoch):
-                    lab = labels[idx] if labels is not None else None
-                    out = self.credit.step(self.net, x[idx], self.objective, self.state, self.optimizer, lab, self.generator)
-                    loss = float(out["loss"])
-                    if not math.isfinite(loss):
-                        raise DivergenceError(
-                            f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
-                            + (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}" if self.out_dir else "no checkpoint folder")
-                        )
-                    total += loss * len(idx)
-                    n += len(idx)
+                batches = batch_indices(x.shape[0], bs, self.seed, self.epoch)
+                block = self.training.get("block", 1) if self.deferrable else 1
+                for start in range(0, len(batches), block):
+                    group = batches[start : start + block]
+                    defer, inputs = None, [x[idx] for idx in group]
+                    if block > 1:
+                        inputs = [self.net._drop(xi, 0, self.generator) for xi in inputs]
+                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], torch.cat(inputs))
+                    for idx, xi in zip(group, inputs):
+                        lab = labels[idx] if labels is not None else None
+                        kw = {"defer": defer} if defer is not None else {}
+                        out = self.credit.step(self.net, xi, self.objective, self.state, self.optimizer, lab,
+                                               self.generator, **kw)
+                        loss = float(out["loss"])
+                        if not math.isfinite(loss):
+                            raise DivergenceError(
+                                f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
+                                + (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}" if self.out_dir else "no checkpoint folder")
+                            )
+                        total += loss * len(idx)
+                        n += len(idx)
+                    if defer is not None:
+                        defer.flush()
                 self.train_seconds += time.perf_counter() - t0
                 if not all(torch.isfinite(p).all() for p in self.net.parameters()):
                     raise DivergenceError(f"weights stopped being finite at epoch {self.epoch + 1}; last good checkpoint kept")
@@ -157,6 +172,11 @@ class Trainer:
         f = lr_factor(epoch, self.training)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * f
+
+    @property
+    def deferrable(self) -> bool:
+        """Blocks of deferred updates apply: one layer, plain SGD (see ``DeferredLayer``)."""
+        return self.net.n_layers == 1 and _plain_sgd(self.optimizer)
 
     @property
     def seconds_per_1000(self) -> float:

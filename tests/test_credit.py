@@ -183,3 +183,25 @@ def test_self_defined_training_spreads_winners():
     for i in range(0, 400, 16):
         wins += obj.decide(net(x[i:i + 16]), st).sum(0)
     assert (wins > 0).all()
+
+
+@pytest.mark.parametrize("credit,hidden,lr", [(Backprop(), "relu", 4.0), (EquilibriumProp(), "hardsigmoid", 0.05)])
+def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr):
+    """Training a one-layer network with blocks of deferred updates gives the same weights as
+    updating after every batch (DeferredLayer's exact current correction)."""
+    from neurolearn.train import Trainer
+
+    x = torch.rand(200, 30)
+    weights = []
+    for block in (1, 8):
+        net = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.2), seed=0)
+        cfg = {"epochs": 2, "batch_size": 16, "lr": lr, "optimizer": "sgd", "schedule": "linear",
+               "final_lr_factor": 0.5, "block": block}
+        Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, cfg, seed=0, progress=False).fit(x)
+        weights.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*weights):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    # and the comparison can fail: a different learning rate gives different weights
+    net = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.2), seed=0)
+    Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, {**cfg, "lr": lr * 0.5}, seed=0, progress=False).fit(x)
+    assert not torch.allclose(next(net.parameters()), weights[0][0], atol=1e-4)

@@ -5,9 +5,11 @@
     g_l = e_l^T h_{l-1}                                             (delta rule at every layer)
 
 Rumelhart, Hinton & Williams 1986; the baseline credit assignment of Liu et al. 2024 and Tang et al.
-2022. In training the errors ``e_l`` come from autograd (``torch.autograd.grad`` of the loss with
-respect to each layer's input current ``u_l``), and the weight change is the :class:`Delta` rule
-applied with those errors: one fused GEMM per layer. Autograd never computes a dense weight
+2022. In training the output error is the closed-form derivative of the MSE and the hidden errors
+``e_l`` come from autograd (``torch.autograd.grad`` of the output current with respect to each
+hidden layer's current, seeded with ``e_L``: the chain rule through the forward graph, dropout masks
+included); the weight change is the :class:`Delta` rule applied with those errors, one fused GEMM per
+layer. Autograd never computes a dense weight
 gradient. For the locality checker the same rule is written out (:meth:`Backprop.checkable`):
 ``e_l`` reads ``W_{l+1}`` -- weight transport -- so backprop is non-local for two layers or more.
 """
@@ -40,28 +42,44 @@ class Backprop:
         """Output of the trained feed-forward network (no dropout): ``net(x)``."""
         return net(x)
 
-    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None) -> dict:
-        """One training step on batch ``x``: forward with dropout, target, errors, fused update."""
+    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None) -> dict:
+        """One training step on batch ``x``: forward with dropout, target, errors, fused update.
+
+        With ``defer`` (a :class:`~neurolearn.plasticity.base.DeferredLayer`, one-layer networks)
+        ``x`` is already dropped out, its current comes from ``defer`` and the update is recorded there.
+        """
         pres, currents = [], []
-        h = net._drop(x, 0, generator)
+        L = net.n_layers
+        h = x if defer is not None else net._drop(x, 0, generator)
         for l, layer in enumerate(net.layers):
             pres.append(h.detach())
             bias = layer.bias.detach() if layer.bias is not None else None
-            u = torch.nn.functional.linear(h, layer.weight.detach(), bias)
-            if l == 0:
+            u = defer.drive(h) if defer is not None else torch.nn.functional.linear(h, layer.weight.detach(), bias)
+            if l == 0 and L > 1:
                 u.requires_grad_(True)  # the graph starts at the first current (no weight gradients)
             currents.append(u)
             h = activation(net.activation_of(l), u)
-            if l < net.n_layers - 1:
+            if l < L - 1:
                 h = net._drop(h, l + 1, generator)
         mask = net.output_mask(x.shape[0], generator, x.device)
         y = h if mask is None else h * mask
         d = objective.decide(y.detach(), state, mask, labels)
-        loss = mse(y, d)
-        errors = torch.autograd.grad(loss, currents)
-        updates = [self.rule.factors(pre, e) for pre, e in zip(pres, errors)]
-        apply_updates(optimizer, list(net.layers), updates)
-        return {"loss": loss.detach()}
+        with torch.no_grad():
+            diff = y.detach() - d
+            loss = (diff * diff).mean()
+            # output error: dL/du_L of the MSE in closed form (tested equal to autograd)
+            e = diff * (2.0 / diff.numel()) * activation_derivative(net.activation_of(L - 1), currents[-1].detach())
+            if mask is not None:
+                e *= mask
+        errors = [e]
+        if L > 1:  # hidden errors: autograd carries e_L back through the forward graph
+            errors = list(torch.autograd.grad(currents[-1], currents[:-1], grad_outputs=e)) + errors
+        updates = [self.rule.factors(pre, err) for pre, err in zip(pres, errors)]
+        if defer is not None:
+            defer.add(updates[0])
+        else:
+            apply_updates(optimizer, list(net.layers), updates)
+        return {"loss": loss}
 
     def checkable(self, sizes, pathway: str = "target", output_activation: str = "hardsigmoid",
                   hidden_activation: str = "relu") -> Checkable:

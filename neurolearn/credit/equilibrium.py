@@ -145,12 +145,19 @@ class EquilibriumProp:
         return self.relax(net, x)[-1]
 
     # ------------------------------------------------------------------ training
-    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None) -> dict:
-        """Free phase, target on the free output, nudged phase(s), contrastive Hebbian update."""
+    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None) -> dict:
+        """Free phase, target on the free output, nudged phase(s), contrastive Hebbian update.
+
+        With ``defer`` (one-layer networks) ``x`` is already dropped out, the input drive comes from
+        ``defer`` and the update is recorded there (see :class:`~neurolearn.plasticity.base.DeferredLayer`).
+        """
         self._check_net(net)
-        x = net._drop(x, 0, generator)
-        W0, b0 = net.layers[0].weight.detach(), net.layers[0].bias
-        drive0 = torch.nn.functional.linear(x, W0, b0.detach() if b0 is not None else None)
+        if defer is not None:
+            drive0 = defer.drive(x)
+        else:
+            x = net._drop(x, 0, generator)
+            W0, b0 = net.layers[0].weight.detach(), net.layers[0].bias
+            drive0 = torch.nn.functional.linear(x, W0, b0.detach() if b0 is not None else None)
         free = self.relax(net, x, drive0=drive0)
         mask = net.output_mask(x.shape[0], generator, x.device)
         y = free[-1] if mask is None else free[-1] * mask
@@ -170,7 +177,10 @@ class EquilibriumProp:
         updates = [
             self.rule.factors(pre_a[l], phases_a[l], pre_b[l], phases_b[l], scale) for l in range(net.n_layers)
         ]
-        apply_updates(optimizer, list(net.layers), updates)
+        if defer is not None:
+            defer.add(updates[0])
+        else:
+            apply_updates(optimizer, list(net.layers), updates)
         return {"loss": loss}
 
     def checkable(self, sizes) -> Checkable:
