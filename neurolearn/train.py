@@ -87,6 +87,7 @@ class Trainer:
         return t
 
     def save_checkpoint(self) -> None:
+        """Write weights, objective state, optimiser state and RNG state (atomic; no-op without out_dir)."""
         if self.out_dir is None:
             return
         save_tensors(self.out_dir / CHECKPOINT, self._tensors())
@@ -180,4 +181,5 @@ class Trainer:
 
     @property
     def seconds_per_1000(self) -> float:
+        """Training seconds per 1,000 samples so far."""
         return 1000 * self.train_seconds / max(self.samples_seen, 1)

@@ -108,3 +108,14 @@ def test_supervised_target():
     assert torch.allclose(d[0], torch.tensor([0.025, 0.925, 0.025, 0.025]))
     with pytest.raises(ValueError, match="labels"):
         SupervisedTarget().decide(torch.zeros(2, 4))
+
+
+def test_shipped_circuit_parameter_sets_build_valid_circuits():
+    from neurolearn.circuits import circuit_params
+
+    k = circuit_params("kwta")["k"]
+    assert KWTA(k).k == k
+    h = circuit_params("homeostasis")
+    Homeostasis(2000, h["gamma"], k / 2000, h["mode"], h["eta"])
+    with pytest.raises(ValueError, match="name must be one of"):
+        circuit_params("nope")

@@ -60,6 +60,7 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """Number of input features (pixels)."""
         return self.x_train.shape[1]
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> "Dataset":

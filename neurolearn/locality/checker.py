@@ -64,13 +64,16 @@ class Report:
 
     @property
     def local(self) -> bool:
+        """True when no layer violated its contract."""
         return not self.violations
 
     def layer_local(self, layer: str) -> bool:
+        """True when ``layer`` violated nothing."""
         return not any(v.layer == layer for v in self.violations)
 
     @property
     def kinds(self) -> set:
+        """The distinct violation kinds found."""
         return {v.kind for v in self.violations}
 
     def __str__(self) -> str:

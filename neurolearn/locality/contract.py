@@ -161,6 +161,7 @@ class StateSpec:
                 raise ParameterError(f"StateSpec: entry {key!r} names unknown layer {entry.layer!r}")
 
     def layer(self, name: str) -> Layer:
+        """The :class:`Layer` called ``name``."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -206,4 +207,5 @@ class Checkable:
     fn: UpdateFn = field(repr=False)
 
     def update(self, state: State) -> Mapping[str, torch.Tensor]:
+        """``{layer name: dW}`` for ``state``."""
         return self.fn(state)

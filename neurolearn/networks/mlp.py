@@ -116,6 +116,7 @@ class MLP(nn.Module):
 
     @property
     def n_layers(self) -> int:
+        """Number of synaptic layers (``len(sizes) - 1``)."""
         return len(self.layers)
 
     def activation_of(self, l: int) -> str:

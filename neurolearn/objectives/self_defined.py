@@ -72,6 +72,7 @@ class SelfDefinedTarget:
         return Homeostasis(n_out, self.gamma, self.target_activity(n_out, output_dropout), self.mode, self.eta)
 
     def on_epoch_start(self, state: Homeostasis) -> None:
+        """``H <- 0`` at the start of an epoch when ``reset_each_epoch`` (Liu et al. 2024, Algorithm 1, line 5)."""
         if self.reset_each_epoch:
             state.reset()
 

@@ -30,9 +30,11 @@ class SupervisedTarget:
         check_float("SupervisedTarget", "smoothing", self.smoothing, 0.0, 1.0, high_open=True)
 
     def init_state(self, n_out: int, output_dropout: float = 0.0):
+        """No state: the target is the label."""
         return None
 
     def on_epoch_start(self, state) -> None:
+        """Nothing to reset."""
         pass
 
     @torch.no_grad()
