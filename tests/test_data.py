@@ -10,7 +10,16 @@ import torch
 
 from neurolearn.data import DataError, Dataset, batch_indices, load_dataset, load_digits, load_idx, read_idx
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+def _mnist():
+    from neurolearn.experiment import locate
+
+    try:
+        return Path(locate("mnist"))
+    except FileNotFoundError:
+        return Path("/nonexistent")
+
+
+MNIST = _mnist()
 
 
 def _write_idx(path: Path, arr: np.ndarray, gz: bool):
