@@ -205,3 +205,50 @@ def test_scaling_laws():
     check_scaling(Delta().checkable(3, 2), "e", -2.0, lambda c: c)
     with pytest.raises(AssertionError, match="did not scale"):
         check_scaling(single_layer(oja, WITH_W), "post", 2.0, lambda c: c)  # Oja is not linear in y
+
+
+@pytest.mark.parametrize("make,entries,power", [
+    (lambda: Delta().checkable(3, 2), ["x"], 1),                                   # g = e x^T: linear in x
+    (lambda: Delta().checkable(3, 2), ["e"], 1),                                   # ... and in e
+    (lambda: ContrastiveHebbian().checkable(3, 2),
+     ["pre_free", "post_free", "pre_nudged", "post_nudged"], 2),                   # products of two states
+    (lambda: self_defined_delta_checkable(3, 2), ["x"], 1),                       # delta rule in x
+    (lambda: Backprop().checkable((3, 2, 2)), ["x"], 1),                           # dW1 = e1 x^T (layer W1 only)
+    (lambda: EquilibriumProp().checkable((3, 2, 2)),
+     ["s0_free", "s1_free", "s2_free", "s0_nudged", "s1_nudged", "s2_nudged"], 2),
+])
+def test_builtin_scaling_laws(make, entries, power):
+    """Scaling laws each built-in's equation implies (scaling every listed entry by c)."""
+    ch = make()
+    from neurolearn.locality.checker import _call, draw_state
+
+    state = draw_state(ch.spec, 3, {k: "uniform" for k in ch.spec.entries}, 0)
+    base = _call(ch, state)
+    c = 1.7
+    scaled = _call(ch, {k: (v * c if k in entries else v) for k, v in state.items()})
+    layers = ["W1"] if "u1" in ch.spec.entries else list(base)
+    for layer in layers:
+        assert torch.allclose(scaled[layer], base[layer] * c**power, rtol=1e-6, atol=1e-9), layer
+
+
+def test_public_strategies_draw_valid_states():
+    from hypothesis import given, settings
+
+    from neurolearn.locality import strategies as nls
+
+    ch = EquilibriumProp().checkable((3, 2, 2))
+
+    @settings(max_examples=10, deadline=None)
+    @given(nls.states(ch.spec))
+    def inner(state):
+        out = ch.update(state)
+        assert set(out) == {"W1", "W2"} and all(torch.isfinite(v).all() for v in out.values())
+
+    inner()
+
+    @settings(max_examples=5, deadline=None)
+    @given(nls.checkables(lambda s: Delta().checkable(s[0], s[1]), 2))
+    def sized(c):
+        assert 1 <= c.spec.populations["pre"] <= 4
+
+    sized()
