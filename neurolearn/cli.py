@@ -58,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_run)
     p = sub.add_parser("recipes", help="list the built-in recipes")
     p.set_defaults(func=_recipes)
-    p = sub.add_parser("check-locality", help="check every built-in rule and credit method for locality")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _delegate("neurolearn.locality.report", "main_check_locality", a.rest))
-    p = sub.add_parser("compare", help="rate vs spiking comparison of a recipe's network")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _delegate("neurolearn.sim.compare", "main_compare", a.rest))
-    args = parser.parse_args(argv)
+    sub.add_parser("check-locality", help="check every built-in rule and credit method for locality (--help for options)")
+    sub.add_parser("compare", help="rate vs spiking (snnTorch) comparison of a recipe's network (--help for options)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    delegated = {"check-locality": ("neurolearn.locality.report", "main_check_locality"),
+                 "compare": ("neurolearn.sim.compare", "main_compare")}
+    if argv and argv[0] in delegated:  # these parse their own options
+        args = argparse.Namespace(func=lambda a: _delegate(*delegated[argv[0]], argv[1:]))
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except (recipes.RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:

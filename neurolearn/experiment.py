@@ -124,8 +124,11 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,
-               dataset: Dataset | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate the resolved ``recipe``; write the run folder; return the metrics."""
+               dataset: Dataset | None = None, log: Callable[[str], None] = print, keep: bool = False) -> dict:
+    """Train and evaluate the resolved ``recipe``; write the run folder; return the metrics.
+
+    With ``keep=True`` the metrics also carry ``"_objects": (net, credit, dataset, objective state)``.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not resume:
         raise FileExistsError(f"run folder {out_dir} exists and is not empty: pass --resume to continue it or choose another --out")
@@ -191,4 +194,6 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
     rows["trained"] = metrics["trained"]
     metrics["table"] = format_table(rows)
     write_json(out_dir / "metrics.json", metrics)
+    if keep:
+        metrics["_objects"] = (net, credit, ds, trainer.state)
     return metrics

@@ -1,0 +1,130 @@
+"""Rate vs spiking on the same inputs: how far apart the two simulations of one network are.
+
+For a trained network and a converted spiking version (:func:`to_spiking`) this reports, on the same
+test inputs: direct-association accuracy of each (assignments computed from each simulator's own
+responses on the labelled assignment set), the Pearson correlation between rate outputs and spike
+rates, how often the spiking k winners (top k of ``rate - H``) equal the rate top-k and their mean
+overlap, spikes per inference (input and all layers), and accuracy against simulated time (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from ..eval.association import assign_classes, predict_direct
+from ..runs import atomic_path, write_json
+from .convert import to_spiking
+
+
+def _acc(train_r, train_y, test_r, test_y, n_classes, mode="av"):
+    a = assign_classes(train_r, train_y, n_classes)
+    return (predict_direct(test_r, a, n_classes, mode) == test_y).double().mean().item()
+
+
+def topk_agreement(rate: torch.Tensor, spiking: torch.Tensor, k: int, H: torch.Tensor | None = None) -> dict:
+    """Fraction of samples whose top-``k`` sets of ``rate - H`` and ``spiking - H`` are equal, and mean overlap."""
+    H = torch.zeros(rate.shape[1]) if H is None else H
+    a = torch.topk(rate - H, k, dim=1).indices
+    b = torch.topk(spiking - H, k, dim=1).indices
+    ma = torch.zeros_like(rate, dtype=torch.bool).scatter_(1, a, True)
+    mb = torch.zeros_like(rate, dtype=torch.bool).scatter_(1, b, True)
+    overlap = (ma & mb).sum(1).double() / k
+    return {"equal": (overlap == 1).double().mean().item(), "overlap": overlap.mean().item()}
+
+
+def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_dir: str | Path | None = None,
+                    steps: int = 200, record_every: int = 10, test_limit: int = 0, assign_limit: int = 0,
+                    seed: int = 0, device=None) -> dict:
+    """Compare ``rate_fn(x)`` (the rate network's output) with its snnTorch conversion on ``ds``."""
+    xa, ya = ds.x_train[: assign_limit or None], ds.y_train[: assign_limit or None]
+    xt, yt = ds.x_test[: test_limit or None], ds.y_test[: test_limit or None]
+    with torch.no_grad():
+        ra, rt = rate_fn(xa), rate_fn(xt)
+    model = to_spiking(network, "snntorch", calibration_x=xa, device=device)
+    t0 = time.perf_counter()
+    run_a = model.network.run(xa, steps, seed, record_every)
+    run_t = model.network.run(xt, steps, seed + 1, record_every)
+    seconds = time.perf_counter() - t0
+    sa, st = run_a["counts"][-1].cpu() / steps, run_t["counts"][-1].cpu() / steps
+    nc = ds.n_classes
+    out = {
+        "describes": model.describes,
+        "steps": steps,
+        "rate": {"direct_av": _acc(ra, ya, rt, yt, nc), "direct_max": _acc(ra, ya, rt, yt, nc, "max")},
+        "snntorch": {"direct_av": _acc(sa, ya, st, yt, nc), "direct_max": _acc(sa, ya, st, yt, nc, "max")},
+        "correlation": torch.corrcoef(torch.stack([rt.flatten(), st.flatten()]))[0, 1].item(),
+        "mean_abs_rate_error": (rt - st).abs().mean().item(),
+        "topk": topk_agreement(rt, st, k, H),
+        "spikes_per_inference": (run_t["input_spikes"].cpu() + sum(c.cpu().sum(1) for c in run_t["counts"])).mean().item(),
+        "output_spikes_per_inference": run_t["counts"][-1].cpu().sum(1).mean().item(),
+        "examples_per_second": (xa.shape[0] + xt.shape[0]) / seconds,
+        "accuracy_vs_steps": [
+            (t, _acc(ca.cpu() / t, ya, ct.cpu() / t, yt, nc))
+            for (t, ca), (_, ct) in zip(run_a["checkpoints"], run_t["checkpoints"])
+        ],
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(out_dir / "compare.json", out)
+        _plot(out, out_dir / "accuracy_vs_time.png")
+    return out
+
+
+def _plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, acc = zip(*res["accuracy_vs_steps"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(t, [100 * a for a in acc], "o-", label="snnTorch (spiking)")
+    ax.axhline(100 * res["rate"]["direct_av"], color="k", ls="--", label="rate")
+    ax.set_xlabel("simulated time (steps of 1 ms)")
+    ax.set_ylabel("direct association accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def format_compare(res: dict) -> str:
+    """The comparison as a short table."""
+    lines = [f"{'simulator':<12}{'direct av':>11}{'direct max':>12}",
+             f"{'rate':<12}{100 * res['rate']['direct_av']:>10.2f}%{100 * res['rate']['direct_max']:>11.2f}%",
+             f"{'snnTorch':<12}{100 * res['snntorch']['direct_av']:>10.2f}%{100 * res['snntorch']['direct_max']:>11.2f}%",
+             f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
+             f"spiking top-k = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
+             f"spikes per inference: {res['spikes_per_inference']:.0f} (output {res['output_spikes_per_inference']:.1f}); "
+             f"{res['steps']} steps; {res['examples_per_second']:.0f} examples/s",
+             f"a spike count stands for: {res['describes']}"]
+    return "\n".join(lines)
+
+
+def main_compare(argv) -> int:
+    """``neurolearn compare [RECIPE]``: train the recipe (rate), convert, compare on its test set."""
+    from .. import recipe as recipes
+    from ..experiment import run_recipe
+
+    ap = argparse.ArgumentParser(prog="neurolearn compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipe", nargs="?", help="recipe path or built-in name (default: the main job)")
+    ap.add_argument("--out", help="run folder (default runs/compare-<name>-<time>)")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--test-limit", type=int, default=0)
+    args = ap.parse_args(argv)
+    label, text = recipes.find_recipe(args.recipe)
+    recipe = recipes.resolve(text, label, {"eval": {"locality": False, "linear": False}})
+    out = Path(args.out or f"runs/compare-{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    metrics = run_recipe(recipe, out, progress=False, log=lambda s: None, keep=True)
+    net, credit, ds, state = metrics.pop("_objects")
+    k = recipe["objective"]["k"]
+    H = state.H if hasattr(state, "H") else None
+    res = compare_network(net, lambda x: credit.respond(net, x), ds, k, H, out, args.steps, test_limit=args.test_limit)
+    print(format_compare(res))
+    print(f"run folder: {out} (compare.json, accuracy_vs_time.png)")
+    return 0

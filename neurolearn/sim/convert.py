@@ -1,0 +1,69 @@
+"""Rate -> spiking conversion with data-based weight normalisation (Diehl et al. 2015).
+
+A trained :class:`~neurolearn.networks.MLP` with ``u_l = W_l h_{l-1} + b_l``, ``h_l = f_l(u_l)``
+becomes integrate-and-fire layers whose spike rates (spikes per step) stand for scaled activities
+``h_l / lambda_l``. ``lambda_l`` is the largest activity the rate layer can emit: 1 for hardsigmoid
+(``clamp(u, 0, 1)`` is at most 1, which is one spike per step), and the ``percentile``-th percentile
+of ``h_l`` on calibration data for ReLU. The converted weights and biases are
+
+    W_l' = W_l lambda_{l-1} / lambda_l,    b_l' = b_l / lambda_l      (lambda_0 = 1: pixels in [0, 1])
+
+so that ``count_l / T`` estimates ``clamp(h_l / lambda_l, 0, 1)``; for the hardsigmoid output of the
+self-defined-target networks the spike count over ``T`` steps divided by ``T`` estimates the rate
+output ``y = clamp(W x + b, 0, 1)`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._validate import ParameterError, check_choice, check_float
+from ..networks.mlp import MLP, activation
+from .snntorch_sim import SnnTorchNetwork
+
+SIMULATORS = ("snntorch",)
+
+
+@dataclass
+class SpikingModel:
+    """A converted network: ``run(x, steps)`` returns output rates (spikes per step) and the run."""
+
+    simulator: str
+    network: SnnTorchNetwork
+    scales: list
+    describes: str
+
+    def rates(self, x: torch.Tensor, steps: int = 100, seed: int = 0) -> torch.Tensor:
+        """Output spike counts / ``steps`` for ``x`` (estimates the rate output, see ``describes``)."""
+        return self.network.run(x, steps, seed)["counts"][-1].cpu() / steps
+
+
+def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.Tensor | None = None,
+               percentile: float = 99.9, device=None) -> SpikingModel:
+    """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers."""
+    check_choice("to_spiking", "simulator", simulator, SIMULATORS)
+    check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
+    scales = [1.0]
+    h = calibration_x
+    for l, layer in enumerate(network.layers):
+        act = network.activation_of(l)
+        if h is not None:
+            with torch.no_grad():
+                h = activation(act, layer(h))
+        if act == "hardsigmoid":
+            scales.append(1.0)
+        elif act == "relu":
+            if h is None:
+                raise ParameterError("to_spiking: calibration_x is required to normalise ReLU layers")
+            scales.append(max(float(torch.quantile(h.flatten()[:1_000_000], percentile / 100)), 1e-6))
+        else:
+            raise ParameterError(f"to_spiking: activation must be 'hardsigmoid' or 'relu' for conversion, got {act!r}")
+    weights = [layer.weight.detach() * scales[l] / scales[l + 1] for l, layer in enumerate(network.layers)]
+    biases = [(layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_features)) / scales[l + 1]
+              for l, layer in enumerate(network.layers)]
+    describes = (f"spike count / T (steps) estimates clamp(h_l / lambda_l, 0, 1) with lambda = {scales[1:]}; "
+                 + ("for the hardsigmoid output: the rate output y = clamp(W x + b, 0, 1) itself"
+                    if network.output_activation == "hardsigmoid" else "the output scaled by 1 / lambda_L"))
+    return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device), scales, describes)
