@@ -1,0 +1,64 @@
+"""Spiking realisation of the KWTA circuit in Brian2: first-k-to-fire with one inhibitory cell.
+
+Excitatory cells (LIF, threshold 1) receive constant drives from ``a_i = d_i - H_i`` (the drive
+minus the homeostatic offset: the adaptive threshold of Diehl & Cook 2015 expressed in units of
+drive), mapped by the circuit's input gain stage affinely onto ``[1.05, 3.05]`` per trial, and start
+from rest:
+
+    tau dv_i/dt = -v_i + g_i,   g_i = 1.05 + 2 (a_i - min a) / (max a - min a)
+    first spike at  t_i = tau ln(g_i / (g_i - 1)):  the larger a_i, the earlier cell i fires. One
+inhibitory cell per circuit integrates the excitatory spikes without leak and fires at the ``k``-th
+(threshold ``k - 1/2`` in units of one EPSP); its spike hyperpolarises every excitatory cell of the
+circuit by ``inhibition x v_th``, silencing them for the rest of the trial. The winners are the cells
+that fired: with a clear margin between the k-th and (k+1)-th drive they are the rate top-k
+(:func:`neurolearn.circuits.kwta.kwta`). Many independent circuits (trials) run in one Brian2 network
+as blocks of one ``NeuronGroup``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_choice, check_float, check_int
+
+
+def spiking_kwta(drives, k: int, H=None, tau: float = 20e-3, duration: float = 50e-3,
+                 dt: float = 0.05e-3, inhibition: float = 50.0, target: str = "numpy") -> np.ndarray:
+    """Winners (0/1) of ``drives`` (trials, n) through the spiking circuit; see module docstring.
+
+    ``tau`` (s) membrane time constant, ``duration`` (s) of a trial, ``inhibition`` the hyperpolarisation
+    by the inhibitory spike in units of the threshold. Returns an int array of the drives' shape.
+    """
+    import brian2 as b2
+
+    drives = np.atleast_2d(np.asarray(drives, dtype=float))
+    trials, n = drives.shape
+    check_int("spiking_kwta", "k", k, 1, n)
+    check_float("spiking_kwta", "duration", duration, 0.0, low_open=True)
+    check_choice("spiking_kwta", "target", target, ("numpy", "cython"))
+    H = np.zeros(n) if H is None else np.asarray(H, dtype=float)
+    a = drives - H  # the competition is on d - H
+    # shift each trial so that the weakest cell sits just above threshold: every cell would fire
+    # eventually; the order of first spikes is the order of a
+    lo = a.min(1, keepdims=True)
+    span = np.maximum(a.max(1, keepdims=True) - lo, 1e-12)
+    rel = 1.05 + 2.0 * (a - lo) / span  # drive in units of threshold, in [1.05, 3.05], monotone in a
+    b2.prefs.codegen.target = target
+    b2.start_scope()
+    ns = {"tau": tau * b2.second, "v_th": 1.0}
+    E = b2.NeuronGroup(trials * n, "dv/dt = (drive - v) / tau : 1\ndrive : 1\nblock : integer (constant)",
+                       threshold="v > v_th", reset="v = 0", refractory=duration * b2.second, method="exact",
+                       namespace=ns, dt=dt * b2.second)
+    E.drive = rel.ravel()
+    E.block = np.repeat(np.arange(trials), n)
+    I = b2.NeuronGroup(trials, "u : 1", threshold=f"u > {k - 0.5}", reset="u = -1e9", method="exact",
+                       dt=dt * b2.second)
+    EI = b2.Synapses(E, I, on_pre="u_post += 1", dt=dt * b2.second)
+    EI.connect(j="block_pre")
+    IE = b2.Synapses(I, E, on_pre=f"v_post -= {inhibition}", dt=dt * b2.second)
+    IE.connect(condition="block_post == i")
+    mon = b2.SpikeMonitor(E)
+    net = b2.Network(E, I, EI, IE, mon)
+    net.run(duration * b2.second)
+    winners = (np.asarray(mon.count[:]) > 0).astype(int).reshape(trials, n)
+    return winners
