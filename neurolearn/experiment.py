@@ -187,6 +187,20 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
         if recipe["objective"]["type"] == "self_defined":
             lines.append("  (homeostasis: H_i moves with cell i's own wins only -- the batch mean is a trace of that cell "
                          "over the batch's samples; mode = 'sequential' makes it an exponential trace)")
+    if ev["spiking"] != "none":
+        from .sim.compare import compare_network
+
+        sp = compare_network(net, lambda x: credit.respond(net, x), ds, recipe["objective"]["k"],
+                             getattr(trainer.state, "H", None), out_dir, ev["spiking_steps"],
+                             brian2=ev["spiking"] in ("brian2", "both") and net.n_layers == 1)
+        metrics["spiking"] = sp
+        rate = 100 * sp["rate"]["direct_av"]
+        if ev["spiking"] in ("snntorch", "both"):
+            lines.append(f"spiking (snnTorch, {sp['steps']} steps): direct av {100 * sp['snntorch']['direct_av']:.2f}% "
+                         f"vs rate {rate:.2f}%; rate/spike-rate correlation {sp['correlation']:.3f}")
+        if "brian2" in sp:
+            lines.append(f"spiking (Brian2, {sp['steps']} steps): direct av {100 * sp['brian2']['direct_av']:.2f}% "
+                         f"vs rate {rate:.2f}% ({sp['brian2']['seconds_per_example']:.3f} s per example)")
     metrics["extra_lines"] = lines
     rows = {}
     if "untrained" in metrics:

@@ -132,6 +132,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "untrained_baseline": (True, _bool),
         "receptive_fields": (64, _int(0)),
         "locality": (True, _bool),
+        "spiking": ("none", _choice("none", "snntorch", "brian2", "both")),
+        "spiking_steps": (200, _int(1)),
     },
 }
 

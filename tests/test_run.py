@@ -124,11 +124,12 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_cli_run_and_errors(tmp_path, capsys):
     rec = tmp_path / "r.toml"
-    rec.write_text(recipes.dumps(small(eval={"locality": True})))
+    rec.write_text(recipes.dumps(small(eval={"locality": True, "spiking": "both", "spiking_steps": 50})))
     assert main(["run", str(rec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "untrained" in out and "trained" in out and "direct av" in out
     assert "locality of the training step (SelfDefinedTarget(k=1) + Delta): LOCAL" in out
+    assert "spiking (snnTorch, 50 steps): direct av" in out and "spiking (Brian2, 50 steps): direct av" in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nlearning_rate = 1\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2

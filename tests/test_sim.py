@@ -112,3 +112,26 @@ def test_relu_conversion_needs_calibration_and_normalises():
     assert model.scales[0] == 1.0 and model.scales[1] > 0 and model.scales[2] == 1.0
     with pytest.raises(ValueError, match="simulator"):
         to_spiking(net, simulator="nest")
+
+
+def test_brian2_network_estimates_the_rate_output_like_snntorch():
+    """The same converted layer in Brian2 and snnTorch: both spike rates estimate clamp(Wx+b, 0, 1)."""
+    from neurolearn.sim.brian2_sim import Brian2Network
+    from neurolearn.sim.snntorch_sim import SnnTorchNetwork
+
+    g = torch.Generator().manual_seed(0)
+    W, b, x = torch.randn(6, 10, generator=g) * 0.3, torch.full((6,), 0.1), torch.rand(30, 10, generator=g)
+    y = (x @ W.T + b).clamp(0, 1).numpy()
+    b2 = Brian2Network(W.numpy(), b.numpy(), copies=15).run(x.numpy(), 400) / 400
+    st = SnnTorchNetwork([W], [b]).run(x, 400)["counts"][0].numpy() / 400
+    assert np.abs(b2 - y).mean() < 0.02 and np.abs(st - y).mean() < 0.02
+    assert np.abs(b2 - st).mean() < 0.03
+    with pytest.raises(ValueError, match="weight must be"):
+        Brian2Network(W.numpy(), np.zeros(3))
+    with pytest.raises(ValueError, match="target"):
+        Brian2Network(W.numpy(), b.numpy(), target="gpu")
+
+
+def test_brian2_conversion_is_one_layer_only():
+    with pytest.raises(ValueError, match="one-layer"):
+        to_spiking(MLP((8, 6, 4), hidden_activation="hardsigmoid", seed=0), "brian2")

@@ -29,7 +29,9 @@ def spiking_kwta(drives, k: int, H=None, tau: float = 20e-3, duration: float = 5
     ``tau`` (s) membrane time constant, ``duration`` (s) of a trial, ``inhibition`` the hyperpolarisation
     by the inhibitory spike in units of the threshold. Returns an int array of the drives' shape.
     """
-    import brian2 as b2
+    from ..sim.brian2_sim import quiet_brian2
+
+    b2 = quiet_brian2()
 
     drives = np.atleast_2d(np.asarray(drives, dtype=float))
     trials, n = drives.shape

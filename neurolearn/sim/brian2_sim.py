@@ -19,12 +19,24 @@ from .lif import LIFParams
 TARGETS = ("numpy", "cython")
 
 
+def quiet_brian2():
+    """Import Brian2 quietly: console log level ERROR and its dependencies' deprecation warnings off."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="brian2")
+    warnings.filterwarnings("ignore", message=".*deprecated.*", module="brian2")
+    import brian2 as b2
+
+    b2.BrianLogger.console_handler.setLevel("ERROR")
+    return b2
+
+
 def lif_group(currents, params: LIFParams = LIFParams(), dt: float = 1e-4):
     """A Brian2 ``NeuronGroup`` of LIF cells with constant currents ``currents`` (A), and its ``Network``.
 
     Returns ``(network, group, spike_monitor)``.
     """
-    import brian2 as b2
+    b2 = quiet_brian2()
 
     currents = np.asarray(currents, dtype=float).ravel()
     eqs = """
@@ -42,7 +54,7 @@ def lif_group(currents, params: LIFParams = LIFParams(), dt: float = 1e-4):
 def lif_spike_counts_brian2(currents, params: LIFParams = LIFParams(), duration: float = 1.0, dt: float = 1e-4,
                             target: str = "numpy") -> np.ndarray:
     """Spike counts of LIF cells with constant ``currents`` over ``duration`` seconds (Brian2)."""
-    import brian2 as b2
+    b2 = quiet_brian2()
 
     check_float("lif_spike_counts_brian2", "duration", duration, 0.0, low_open=True)
     check_choice("lif_spike_counts_brian2", "target", target, TARGETS)
@@ -50,3 +62,59 @@ def lif_spike_counts_brian2(currents, params: LIFParams = LIFParams(), duration:
     net, group, mon = lif_group(currents, params, dt)
     net.run(duration * b2.second)
     return np.asarray(mon.count[:], dtype=float)
+
+
+class Brian2Network:
+    """A converted one-layer network in Brian2: Poisson input -> integrate-and-fire output cells.
+
+    The same model as :class:`~neurolearn.sim.snntorch_sim.SnnTorchNetwork` written as equations:
+    input cell ``j`` is a ``PoissonGroup`` cell of rate ``x_j / dt`` (a spike with probability ``x_j``
+    per step); output cell ``i`` integrates ``dv/dt = b_i' / dt`` and jumps by ``W_ij'`` for each input
+    spike (``on_pre: v_post += w``), fires at ``v > 1`` and resets by subtraction (``v -= 1``), so
+    ``count / T`` estimates ``clamp(W' x + b', 0, 1)``. ``copies`` examples run at once as independent
+    blocks (block-diagonal synapses), the way to use one Brian2 run for many inputs. The Brian2 objects
+    of the last run are kept in ``self.objects`` (add monitors before calling :meth:`run`).
+    """
+
+    def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50):
+        check_choice("Brian2Network", "target", target, TARGETS)
+        self.W = np.asarray(weight, dtype=float)
+        self.b = np.asarray(bias, dtype=float)
+        if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
+            raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
+        self.dt, self.target, self.copies = dt, target, int(copies)
+        self.objects: dict = {}
+
+    def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
+        """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps."""
+        b2 = quiet_brian2()
+
+        x = np.asarray(x, dtype=float)
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError("Brian2Network.run: x must be in [0, 1] (spike probabilities per step)")
+        b2.prefs.codegen.target = self.target
+        n_out, n_in = self.W.shape
+        out = np.zeros((x.shape[0], n_out))
+        for start in range(0, x.shape[0], self.copies):
+            xb = x[start : start + self.copies]
+            c = xb.shape[0]
+            b2.start_scope()
+            b2.seed(seed + start)
+            step = self.dt * b2.second
+            inp = b2.PoissonGroup(c * n_in, rates=(xb.ravel() / self.dt) * b2.Hz, dt=step)
+            out_g = b2.NeuronGroup(c * n_out, "dv/dt = bias / tstep : 1\nbias : 1 (constant)\ntstep : second (constant)",
+                                   threshold="v > 1", reset="v -= 1", method="euler", dt=step)
+            out_g.bias = np.tile(self.b, c)
+            out_g.tstep = step
+            syn = b2.Synapses(inp, out_g, "w : 1", on_pre="v_post += w", dt=step)
+            pre = np.repeat(np.arange(n_in), n_out)
+            post = np.tile(np.arange(n_out), n_in)
+            blocks = np.arange(c)
+            syn.connect(i=(pre[None, :] + n_in * blocks[:, None]).ravel(), j=(post[None, :] + n_out * blocks[:, None]).ravel())
+            syn.w = np.tile(self.W.T.ravel(), c)
+            mon = b2.SpikeMonitor(out_g)
+            net = b2.Network(inp, out_g, syn, mon)
+            self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
+            net.run(steps * step, namespace={})
+            out[start : start + c] = np.asarray(mon.count[:]).reshape(c, n_out)
+        return out

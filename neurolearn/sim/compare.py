@@ -38,8 +38,12 @@ def topk_agreement(rate: torch.Tensor, spiking: torch.Tensor, k: int, H: torch.T
 
 def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_dir: str | Path | None = None,
                     steps: int = 200, record_every: int = 10, test_limit: int = 0, assign_limit: int = 0,
-                    seed: int = 0, device=None) -> dict:
-    """Compare ``rate_fn(x)`` (the rate network's output) with its snnTorch conversion on ``ds``."""
+                    seed: int = 0, device=None, brian2: bool = False, brian2_target: str = "numpy") -> dict:
+    """Compare ``rate_fn(x)`` (the rate network's output) with its snnTorch (and Brian2) conversion on ``ds``.
+
+    Brian2 (one-layer networks) is scored with the cell-to-class assignment of the rate network: its
+    spike counts estimate the rate output, so the same assignment applies.
+    """
     xa, ya = ds.x_train[: assign_limit or None], ds.y_train[: assign_limit or None]
     xt, yt = ds.x_test[: test_limit or None], ds.y_test[: test_limit or None]
     with torch.no_grad():
@@ -67,6 +71,17 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
             for (t, ca), (_, ct) in zip(run_a["checkpoints"], run_t["checkpoints"])
         ],
     }
+    if brian2:
+        b2_model = to_spiking(network, "brian2", calibration_x=xa, target=brian2_target)
+        t0 = time.perf_counter()
+        sb = b2_model.rates(xt, steps, seed + 2)
+        b2_seconds = time.perf_counter() - t0
+        a_rate = assign_classes(ra, ya, nc)
+        out["brian2"] = {mode: (predict_direct(sb, a_rate, nc, mode) == yt).double().mean().item() for mode in ("av", "max")}
+        out["brian2"] = {"direct_av": out["brian2"]["av"], "direct_max": out["brian2"]["max"],
+                         "seconds_per_example": b2_seconds / xt.shape[0], "target": brian2_target,
+                         "correlation": torch.corrcoef(torch.stack([rt.flatten(), sb.flatten()]))[0, 1].item()}
+        out["rate_assigned_by_rate"] = {"direct_av": _acc(ra, ya, rt, yt, nc)}
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json(out_dir / "compare.json", out)
@@ -98,6 +113,9 @@ def format_compare(res: dict) -> str:
     lines = [f"{'simulator':<12}{'direct av':>11}{'direct max':>12}",
              f"{'rate':<12}{100 * res['rate']['direct_av']:>10.2f}%{100 * res['rate']['direct_max']:>11.2f}%",
              f"{'snnTorch':<12}{100 * res['snntorch']['direct_av']:>10.2f}%{100 * res['snntorch']['direct_max']:>11.2f}%",
+             *([f"{'Brian2':<12}{100 * res['brian2']['direct_av']:>10.2f}%{100 * res['brian2']['direct_max']:>11.2f}%"
+                f"   ({res['brian2']['seconds_per_example']:.3f} s per example, {res['brian2']['target']} target)"]
+               if "brian2" in res else []),
              f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
              f"spiking top-k = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
              f"spikes per inference: {res['spikes_per_inference']:.0f} (output {res['output_spikes_per_inference']:.1f}); "
@@ -116,6 +134,7 @@ def main_compare(argv) -> int:
     ap.add_argument("--out", help="run folder (default runs/compare-<name>-<time>)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--test-limit", type=int, default=0)
+    ap.add_argument("--no-brian2", action="store_true", help="skip the Brian2 simulation")
     args = ap.parse_args(argv)
     label, text = recipes.find_recipe(args.recipe)
     recipe = recipes.resolve(text, label, {"eval": {"locality": False, "linear": False}})
@@ -124,7 +143,8 @@ def main_compare(argv) -> int:
     net, credit, ds, state = metrics.pop("_objects")
     k = recipe["objective"]["k"]
     H = state.H if hasattr(state, "H") else None
-    res = compare_network(net, lambda x: credit.respond(net, x), ds, k, H, out, args.steps, test_limit=args.test_limit)
+    res = compare_network(net, lambda x: credit.respond(net, x), ds, k, H, out, args.steps, test_limit=args.test_limit,
+                          brian2=net.n_layers == 1 and not args.no_brian2)
     print(format_compare(res))
     print(f"run folder: {out} (compare.json, accuracy_vs_time.png)")
     return 0

@@ -23,7 +23,7 @@ from .._validate import ParameterError, check_choice, check_float
 from ..networks.mlp import MLP, activation
 from .snntorch_sim import SnnTorchNetwork
 
-SIMULATORS = ("snntorch",)
+SIMULATORS = ("snntorch", "brian2")
 
 
 @dataclass
@@ -31,18 +31,24 @@ class SpikingModel:
     """A converted network: ``run(x, steps)`` returns output rates (spikes per step) and the run."""
 
     simulator: str
-    network: SnnTorchNetwork
+    network: object
     scales: list
     describes: str
 
     def rates(self, x: torch.Tensor, steps: int = 100, seed: int = 0) -> torch.Tensor:
         """Output spike counts / ``steps`` for ``x`` (estimates the rate output, see ``describes``)."""
+        if self.simulator == "brian2":
+            return torch.tensor(self.network.run(x.numpy(), steps, seed), dtype=torch.float32) / steps
         return self.network.run(x, steps, seed)["counts"][-1].cpu() / steps
 
 
 def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.Tensor | None = None,
-               percentile: float = 99.9, device=None) -> SpikingModel:
-    """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers."""
+               percentile: float = 99.9, device=None, **brian2_options) -> SpikingModel:
+    """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers.
+
+    ``simulator="brian2"`` supports one-layer networks (:class:`~neurolearn.sim.brian2_sim.Brian2Network`;
+    ``brian2_options``: ``target``, ``copies``, ``dt``).
+    """
     check_choice("to_spiking", "simulator", simulator, SIMULATORS)
     check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
     scales = [1.0]
@@ -66,4 +72,10 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
     describes = (f"spike count / T (steps) estimates clamp(h_l / lambda_l, 0, 1) with lambda = {scales[1:]}; "
                  + ("for the hardsigmoid output: the rate output y = clamp(W x + b, 0, 1) itself"
                     if network.output_activation == "hardsigmoid" else "the output scaled by 1 / lambda_L"))
+    if simulator == "brian2":
+        from .brian2_sim import Brian2Network
+
+        if len(weights) != 1:
+            raise ParameterError(f"to_spiking: simulator 'brian2' supports one-layer networks, got {len(weights)} layers")
+        return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(), **brian2_options), scales, describes)
     return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device), scales, describes)
