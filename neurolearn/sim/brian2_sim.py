@@ -85,36 +85,50 @@ class Brian2Network:
         self.dt, self.target, self.copies = dt, target, int(copies)
         self.objects: dict = {}
 
-    def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
-        """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps."""
-        b2 = quiet_brian2()
+    def _build(self, b2):
+        """Create the Brian2 objects for ``copies`` parallel examples once; ``store()`` their initial state."""
+        n_out, n_in = self.W.shape
+        c = self.copies
+        step = self.dt * b2.second
+        inp = b2.PoissonGroup(c * n_in, rates=np.zeros(c * n_in) * b2.Hz, dt=step)
+        out_g = b2.NeuronGroup(c * n_out, "dv/dt = bias / tstep : 1\nbias : 1 (constant)\ntstep : second (constant)",
+                               threshold="v > 1", reset="v -= 1", method="euler", dt=step)
+        out_g.bias = np.tile(self.b, c)
+        out_g.tstep = step
+        syn = b2.Synapses(inp, out_g, "w : 1", on_pre="v_post += w", dt=step)
+        pre = np.repeat(np.arange(n_in), n_out)
+        post = np.tile(np.arange(n_out), n_in)
+        blocks = np.arange(c)
+        syn.connect(i=(pre[None, :] + n_in * blocks[:, None]).ravel(), j=(post[None, :] + n_out * blocks[:, None]).ravel())
+        syn.w = np.tile(self.W.T.ravel(), c)
+        mon = b2.SpikeMonitor(out_g)
+        net = b2.Network(inp, out_g, syn, mon)
+        net.store("initial")
+        self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
 
+    def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
+        """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps.
+
+        The network is built once (for ``copies`` examples at a time) and restored between chunks.
+        """
+        b2 = quiet_brian2()
         x = np.asarray(x, dtype=float)
         if x.min() < 0 or x.max() > 1:
             raise ValueError("Brian2Network.run: x must be in [0, 1] (spike probabilities per step)")
         b2.prefs.codegen.target = self.target
         n_out, n_in = self.W.shape
+        if not self.objects:
+            self._build(b2)
+        o = self.objects
         out = np.zeros((x.shape[0], n_out))
         for start in range(0, x.shape[0], self.copies):
             xb = x[start : start + self.copies]
             c = xb.shape[0]
-            b2.start_scope()
+            o["network"].restore("initial")
             b2.seed(seed + start)
-            step = self.dt * b2.second
-            inp = b2.PoissonGroup(c * n_in, rates=(xb.ravel() / self.dt) * b2.Hz, dt=step)
-            out_g = b2.NeuronGroup(c * n_out, "dv/dt = bias / tstep : 1\nbias : 1 (constant)\ntstep : second (constant)",
-                                   threshold="v > 1", reset="v -= 1", method="euler", dt=step)
-            out_g.bias = np.tile(self.b, c)
-            out_g.tstep = step
-            syn = b2.Synapses(inp, out_g, "w : 1", on_pre="v_post += w", dt=step)
-            pre = np.repeat(np.arange(n_in), n_out)
-            post = np.tile(np.arange(n_out), n_in)
-            blocks = np.arange(c)
-            syn.connect(i=(pre[None, :] + n_in * blocks[:, None]).ravel(), j=(post[None, :] + n_out * blocks[:, None]).ravel())
-            syn.w = np.tile(self.W.T.ravel(), c)
-            mon = b2.SpikeMonitor(out_g)
-            net = b2.Network(inp, out_g, syn, mon)
-            self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
-            net.run(steps * step, namespace={})
-            out[start : start + c] = np.asarray(mon.count[:]).reshape(c, n_out)
+            rates = np.zeros(self.copies * n_in)
+            rates[: c * n_in] = xb.ravel() / self.dt
+            o["input"].rates = rates * b2.Hz
+            o["network"].run(steps * self.dt * b2.second, namespace={})
+            out[start : start + c] = np.asarray(o["spikes"].count[:]).reshape(self.copies, n_out)[:c]
         return out
