@@ -71,15 +71,29 @@ class Brian2Network:
     input cell ``j`` is a ``PoissonGroup`` cell of rate ``x_j / dt`` (a spike with probability ``x_j``
     per step); output cell ``i`` integrates ``dv/dt = b_i' / dt`` and jumps by ``W_ij'`` for each input
     spike (``on_pre: v_post += w``), fires at ``v > 1`` and resets by subtraction (``v -= 1``), so
-    ``count / T`` estimates ``clamp(W' x + b', 0, 1)``. ``copies`` examples run at once as independent
+    ``count / T`` estimates ``clamp(W' x + b', 0, 1)``. With ``thresholds`` ``H`` each cell's adaptive
+    threshold offset (in units of drive per step) is subtracted from its drive (``dv/dt = (b_i' - H_i) / dt``),
+    so the cells compete on ``W' x + b' - H``; with ``kwta_k = k`` an inhibitory cell per example counts
+    the excitatory spikes and at the k-th hyperpolarises every output cell of that example (lateral
+    inhibition through an inhibitory population): the cells that fired are the spiking k winners. In
+    that mode all drives are scaled by ``kwta_gain`` so that first spikes, ordered by drive, are spread
+    over many steps (the race's resolution).
+    ``copies`` examples run at once as independent
     blocks (block-diagonal synapses), the way to use one Brian2 run for many inputs. The Brian2 objects
     of the last run are kept in ``self.objects`` (add monitors before calling :meth:`run`).
     """
 
-    def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50):
+    def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50,
+                 kwta_k: int | None = None, thresholds=None, kwta_gain: float = 0.05):
         check_choice("Brian2Network", "target", target, TARGETS)
         self.W = np.asarray(weight, dtype=float)
         self.b = np.asarray(bias, dtype=float)
+        self.kwta_k = None if kwta_k is None else int(kwta_k)
+        if self.kwta_k is not None and not 1 <= self.kwta_k <= self.W.shape[0]:
+            raise ValueError(f"Brian2Network: kwta_k must be in [1, {self.W.shape[0]}], got {kwta_k}")
+        self.theta = np.zeros(self.W.shape[0]) if thresholds is None else np.asarray(thresholds, dtype=float)
+        # in the competition the drive is scaled down so first spikes spread over many steps
+        self.gain = 1.0 if self.kwta_k is None else check_float("Brian2Network", "kwta_gain", kwta_gain, 0.0, 1.0, low_open=True)
         if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
             raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
         self.dt, self.target, self.copies = dt, target, int(copies)
@@ -91,20 +105,33 @@ class Brian2Network:
         c = self.copies
         step = self.dt * b2.second
         inp = b2.PoissonGroup(c * n_in, rates=np.zeros(c * n_in) * b2.Hz, dt=step)
-        out_g = b2.NeuronGroup(c * n_out, "dv/dt = bias / tstep : 1\nbias : 1 (constant)\ntstep : second (constant)",
+        out_g = b2.NeuronGroup(c * n_out, "dv/dt = gain * (bias - theta) / tstep : 1\nbias : 1 (constant)\n"
+                               "theta : 1 (constant)\ntstep : second (constant)\ngain : 1 (constant)",
                                threshold="v > 1", reset="v -= 1", method="euler", dt=step)
         out_g.bias = np.tile(self.b, c)
+        out_g.theta = np.tile(self.theta, c)
+        out_g.gain = self.gain
         out_g.tstep = step
-        syn = b2.Synapses(inp, out_g, "w : 1", on_pre="v_post += w", dt=step)
+        extra = []
+        if self.kwta_k is not None:
+            inh = b2.NeuronGroup(c, "u : 1", threshold=f"u > {self.kwta_k - 0.5}", reset="u = -1e9", dt=step)
+            ei = b2.Synapses(out_g, inh, on_pre="u_post += 1", dt=step)
+            ei.connect(i=np.arange(c * n_out), j=np.repeat(np.arange(c), n_out))
+            ie = b2.Synapses(inh, out_g, on_pre="v_post = -1e9", dt=step)
+            ie.connect(i=np.repeat(np.arange(c), n_out), j=np.arange(c * n_out))
+            extra = [inh, ei, ie]
+        syn = b2.Synapses(inp, out_g, "w : 1", on_pre=f"v_post += {self.gain} * w", dt=step)
         pre = np.repeat(np.arange(n_in), n_out)
         post = np.tile(np.arange(n_out), n_in)
         blocks = np.arange(c)
         syn.connect(i=(pre[None, :] + n_in * blocks[:, None]).ravel(), j=(post[None, :] + n_out * blocks[:, None]).ravel())
         syn.w = np.tile(self.W.T.ravel(), c)
         mon = b2.SpikeMonitor(out_g)
-        net = b2.Network(inp, out_g, syn, mon)
+        net = b2.Network(inp, out_g, syn, mon, *extra)
         net.store("initial")
         self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
+        if extra:
+            self.objects.update(inhibitory=extra[0], to_inhibitory=extra[1], inhibition=extra[2])
 
     def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
         """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps.

@@ -82,6 +82,15 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
                          "seconds_per_example": b2_seconds / xt.shape[0], "target": brian2_target,
                          "correlation": torch.corrcoef(torch.stack([rt.flatten(), sb.flatten()]))[0, 1].item()}
         out["rate_assigned_by_rate"] = {"direct_av": _acc(ra, ya, rt, yt, nc)}
+        # the k-winners competition in Brian2: inhibitory population + thresholds H, on up to 200 inputs
+        n_k = min(200, xt.shape[0])
+        kw_model = to_spiking(network, "brian2", calibration_x=xa, target=brian2_target, kwta_k=k,
+                              thresholds=None if H is None else H.numpy())
+        winners = (kw_model.rates(xt[:n_k], steps, seed + 3) > 0).float()
+        ref = torch.zeros_like(rt[:n_k]).scatter_(1, torch.topk(rt[:n_k] - (0 if H is None else H), k, dim=1).indices, 1.0)
+        overlap = (winners * ref).sum(1) / k
+        out["brian2_kwta"] = {"inputs": n_k, "equal": ((winners == ref).all(1)).double().mean().item(),
+                              "overlap": overlap.mean().item(), "winners_per_input": winners.sum(1).mean().item()}
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_json(out_dir / "compare.json", out)
@@ -117,7 +126,10 @@ def format_compare(res: dict) -> str:
                 f"   ({res['brian2']['seconds_per_example']:.3f} s per example, {res['brian2']['target']} target)"]
                if "brian2" in res else []),
              f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
-             f"spiking top-k = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
+             f"snnTorch top-k of spike counts = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
+             *([f"Brian2 k-winners (inhibitory population, thresholds H) = rate top-k: {100 * res['brian2_kwta']['equal']:.1f}% of "
+                f"{res['brian2_kwta']['inputs']} inputs (mean overlap {100 * res['brian2_kwta']['overlap']:.1f}%, "
+                f"{res['brian2_kwta']['winners_per_input']:.1f} winners per input)"] if "brian2_kwta" in res else []),
              f"spikes per inference: {res['spikes_per_inference']:.0f} (output {res['output_spikes_per_inference']:.1f}); "
              f"{res['steps']} steps; {res['examples_per_second']:.0f} examples/s",
              f"a spike count stands for: {res['describes']}"]

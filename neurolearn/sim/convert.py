@@ -47,7 +47,7 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
     """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers.
 
     ``simulator="brian2"`` supports one-layer networks (:class:`~neurolearn.sim.brian2_sim.Brian2Network`;
-    ``brian2_options``: ``target``, ``copies``, ``dt``).
+    ``brian2_options``: ``target``, ``copies``, ``dt``, ``kwta_k``, ``thresholds``).
     """
     check_choice("to_spiking", "simulator", simulator, SIMULATORS)
     check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
@@ -77,5 +77,7 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
 
         if len(weights) != 1:
             raise ParameterError(f"to_spiking: simulator 'brian2' supports one-layer networks, got {len(weights)} layers")
-        return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(), **brian2_options), scales, describes)
+        return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(),
+                                                     **{k: v for k, v in brian2_options.items() if v is not None or k != "thresholds"}),
+                            scales, describes)
     return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device), scales, describes)

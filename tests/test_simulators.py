@@ -1,0 +1,71 @@
+"""One behavioural suite on every simulator (rate, snnTorch, Brian2), as pytest_nengo does for backends."""
+
+import numpy as np
+import pytest
+import torch
+
+from neurolearn.networks import MLP
+from neurolearn.sim.brian2_sim import Brian2Network
+from neurolearn.sim.simulators import SIMULATORS, simulator
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    net = MLP((10, 12), seed=3, init_gain=2.0)
+    with torch.no_grad():
+        net.layers[0].bias.fill_(0.2)
+    return net
+
+
+@pytest.fixture(params=sorted(SIMULATORS))
+def sim(request, small_net):
+    kw = {} if request.param == "rate" else {"steps": 400}
+    return simulator(request.param, small_net, **kw)
+
+
+def test_every_simulator_gives_the_rate_output(sim, small_net):
+    """Each simulator's output estimates clamp(W x + b, 0, 1) within 0.03 on average."""
+    x = torch.rand(30, 10, generator=torch.Generator().manual_seed(0))
+    y = small_net(x).detach()
+    out = sim.run(x)
+    assert out.shape == y.shape
+    assert (out - y).abs().mean().item() < 0.03, sim.name
+
+
+def test_every_simulator_is_deterministic_under_seed(sim):
+    x = torch.rand(5, 10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(sim.run(x), sim.run(x))
+
+
+def test_unknown_simulator_is_named():
+    with pytest.raises(ValueError, match="simulator must be one of"):
+        simulator("nest", MLP((2, 2)))
+
+
+def test_brian2_objects_are_reachable(small_net):
+    s = simulator("brian2", small_net, steps=20)
+    s.run(torch.rand(2, 10))
+    assert {"network", "input", "output", "synapses", "spikes"} <= set(s.objects)
+
+
+def test_brian2_kwta_population_picks_the_top_k_with_a_margin():
+    """Output cells competing through the inhibitory population: with drives far apart (top 3 well
+    above the rest) the 3 cells that fire are the rate top-3 in >= 90% of inputs; without inhibition
+    many more cells fire (the opposite verdict)."""
+    n_out, n_in = 12, 12
+    W = np.zeros((n_out, n_in))
+    W[np.arange(n_out), np.arange(n_in)] = 1.0
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.05, 0.3, (40, n_in))
+    top = np.argsort(-rng.random((40, n_in)), 1)[:, :3]
+    for r, t in zip(x, top):
+        r[t] = rng.uniform(0.8, 1.0, 3)
+    net = Brian2Network(W, np.zeros(n_out), copies=40, kwta_k=3, kwta_gain=0.05)
+    winners = net.run(x, 300) > 0
+    ref = np.zeros_like(winners)
+    np.put_along_axis(ref, top, True, 1)
+    assert (winners == ref).all(1).mean() >= 0.9
+    free = Brian2Network(W, np.zeros(n_out), copies=40).run(x, 300) > 0
+    assert (free == ref).all(1).mean() < 0.5
+    with pytest.raises(ValueError, match="kwta_k"):
+        Brian2Network(W, np.zeros(n_out), kwta_k=0)
