@@ -137,13 +137,19 @@ class Trainer:
                 block = self.training.get("block", 1) if self.deferrable else 1
                 for start in range(0, len(batches), block):
                     group = batches[start : start + block]
-                    defer, inputs = None, [x[idx] for idx in group]
-                    if block > 1:
-                        inputs = [self.net._drop(xi, 0, self.generator) for xi in inputs]
-                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], torch.cat(inputs))
-                    for idx, xi in zip(group, inputs):
+                    defer, masks = None, [None] * len(group)
+                    if block == 1:
+                        inputs = [x[idx] for idx in group]
+                    else:  # one draw of the block's dropout masks, one input GEMM (DeferredLayer)
+                        rows = [len(idx) for idx in group]
+                        block_x = self.net._drop(x[torch.cat(group)], 0, self.generator)
+                        out_masks = self.net.output_mask(block_x.shape[0], self.generator, block_x.device)
+                        inputs = list(block_x.split(rows))
+                        masks = list(out_masks.split(rows)) if out_masks is not None else masks
+                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], block_x)
+                    for idx, xi, mi in zip(group, inputs, masks):
                         lab = labels[idx] if labels is not None else None
-                        kw = {"defer": defer} if defer is not None else {}
+                        kw = {"defer": defer, "out_mask": mi} if defer is not None else {}
                         out = self.credit.step(self.net, xi, self.objective, self.state, self.optimizer, lab,
                                                self.generator, **kw)
                         loss = float(out["loss"])

@@ -47,7 +47,7 @@ class Homeostasis(nn.Module):
         if d.ndim != 2 or d.shape[1] != self.n:
             raise ValueError(f"Homeostasis.update: d must have shape (batch, {self.n}), got {tuple(d.shape)}")
         if self.mode == "batch":
-            self.H += self.gamma * (d.mean(0) - self.target)
+            self.H.add_(d.mean(0) - self.target, alpha=self.gamma)
         else:
             for row in d:  # samples presented one after another
                 self.A.mul_(1.0 - self.eta).add_(self.eta * row)

@@ -42,35 +42,45 @@ class Backprop:
         """Output of the trained feed-forward network (no dropout): ``net(x)``."""
         return net(x)
 
-    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None) -> dict:
+    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None,
+             out_mask=None) -> dict:
         """One training step on batch ``x``: forward with dropout, target, errors, fused update.
 
         With ``defer`` (a :class:`~neurolearn.plasticity.base.DeferredLayer`, one-layer networks)
-        ``x`` is already dropped out, its current comes from ``defer`` and the update is recorded there.
+        ``x`` is already dropped out, its current comes from ``defer``, the output mask is ``out_mask``
+        (drawn for the block) and the update is recorded in ``defer``.
         """
         pres, currents = [], []
         L = net.n_layers
         h = x if defer is not None else net._drop(x, 0, generator)
         for l, layer in enumerate(net.layers):
             pres.append(h.detach())
-            bias = layer.bias.detach() if layer.bias is not None else None
-            u = defer.drive(h) if defer is not None else torch.nn.functional.linear(h, layer.weight.detach(), bias)
+            if defer is not None:
+                u = defer.drive(h)
+            else:
+                bias = layer.bias.detach() if layer.bias is not None else None
+                u = torch.nn.functional.linear(h, layer.weight.detach(), bias)
             if l == 0 and L > 1:
                 u.requires_grad_(True)  # the graph starts at the first current (no weight gradients)
             currents.append(u)
             h = activation(net.activation_of(l), u)
             if l < L - 1:
                 h = net._drop(h, l + 1, generator)
-        mask = net.output_mask(x.shape[0], generator, x.device)
+        mask = out_mask if defer is not None else net.output_mask(x.shape[0], generator, x.device)
+        h_out = h.detach()
         y = h if mask is None else h * mask
         d = objective.decide(y.detach(), state, mask, labels)
         with torch.no_grad():
-            diff = y.detach() - d
-            loss = (diff * diff).mean()
-            # output error: dL/du_L of the MSE in closed form (tested equal to autograd)
-            e = diff * (2.0 / diff.numel()) * activation_derivative(net.activation_of(L - 1), currents[-1].detach())
-            if mask is not None:
-                e *= mask
+            diff = y.detach() - d  # zero where the output is dropped: y and d are both masked
+            flat = diff.view(-1)
+            n = flat.numel()
+            loss = torch.dot(flat, flat).item() / n
+            # output error: dL/du_L = 2/(B n) (y - d) f'(u) of the MSE in closed form (tested equal to autograd)
+            e = diff.mul_(activation_derivative(net.activation_of(L - 1), currents[-1].detach(), h_out))
+            if defer is not None and L == 1:  # the constant goes with the copy into the block buffer
+                defer.add(self.rule.factors(pres[0], e), 2.0 / n)
+                return {"loss": loss}
+            e.mul_(2.0 / n)
         errors = [e]
         if L > 1:  # hidden errors: autograd carries e_L back through the forward graph
             errors = list(torch.autograd.grad(currents[-1], currents[:-1], grad_outputs=e)) + errors

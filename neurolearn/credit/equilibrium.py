@@ -145,11 +145,13 @@ class EquilibriumProp:
         return self.relax(net, x)[-1]
 
     # ------------------------------------------------------------------ training
-    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None) -> dict:
+    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None,
+             out_mask=None) -> dict:
         """Free phase, target on the free output, nudged phase(s), contrastive Hebbian update.
 
         With ``defer`` (one-layer networks) ``x`` is already dropped out, the input drive comes from
-        ``defer`` and the update is recorded there (see :class:`~neurolearn.plasticity.base.DeferredLayer`).
+        ``defer``, the output mask is ``out_mask`` and the update is recorded in ``defer`` (see
+        :class:`~neurolearn.plasticity.base.DeferredLayer`).
         """
         self._check_net(net)
         if defer is not None:
@@ -159,7 +161,7 @@ class EquilibriumProp:
             W0, b0 = net.layers[0].weight.detach(), net.layers[0].bias
             drive0 = torch.nn.functional.linear(x, W0, b0.detach() if b0 is not None else None)
         free = self.relax(net, x, drive0=drive0)
-        mask = net.output_mask(x.shape[0], generator, x.device)
+        mask = out_mask if defer is not None else net.output_mask(x.shape[0], generator, x.device)
         y = free[-1] if mask is None else free[-1] * mask
         d = objective.decide(y, state, mask, labels)
         loss = mse(y, d)

@@ -37,8 +37,14 @@ def activation(name: str, u: torch.Tensor) -> torch.Tensor:
     raise ParameterError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
-def activation_derivative(name: str, u: torch.Tensor) -> torch.Tensor:
-    """``f'(u)``: relu ``[u > 0]``, hardsigmoid ``[0 < u < 1]``, sigmoid ``s(1-s)``, identity 1."""
+def activation_derivative(name: str, u: torch.Tensor, value: torch.Tensor | None = None) -> torch.Tensor:
+    """``f'(u)``: relu ``[u > 0]``, hardsigmoid ``[0 < u < 1]``, sigmoid ``s(1-s)``, identity 1.
+
+    With ``value = f(u)`` already computed, relu and hardsigmoid use ``[f(u) == u]`` (one comparison;
+    it counts the kink points as slope 1, as autograd's ``clamp`` does).
+    """
+    if value is not None and name in ("relu", "hardsigmoid"):
+        return value == u
     if name == "relu":
         return (u > 0).to(u.dtype)
     if name == "hardsigmoid":

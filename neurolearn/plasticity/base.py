@@ -22,14 +22,19 @@ from torch import nn
 
 @dataclass
 class LowRankUpdate:
-    """Gradient ``g_W = post^T @ pre`` (and ``g_b = bias``) for one layer.
+    """Gradient ``g_W = post^T @ pre`` and ``g_b = post^T 1`` for one layer.
 
-    ``post``: ``(R, n_post)``, ``pre``: ``(R, n_pre)``, ``bias``: ``(n_post,)`` or ``None``.
+    ``post``: ``(R, n_post)``, ``pre``: ``(R, n_pre)``. A bias is a synapse from a constant input 1,
+    so its gradient is always the column sum of ``post`` (computed only when asked for).
     """
 
     post: torch.Tensor
     pre: torch.Tensor
-    bias: torch.Tensor | None = None
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """``g_b = sum_r post_r``."""
+        return self.post.sum(0)
 
     def dense(self) -> torch.Tensor:
         """The dense gradient ``post^T @ pre`` of shape ``(n_post, n_pre)``."""
@@ -63,7 +68,7 @@ def apply_updates(
                 if id(layer.weight) not in lr_of:
                     raise ValueError("apply_updates: a layer's weight is not among the optimizer's parameters")
                 layer.weight.addmm_(upd.post.T, upd.pre, alpha=-lr_of[id(layer.weight)])
-                if layer.bias is not None and upd.bias is not None:
+                if layer.bias is not None:
                     layer.bias.add_(upd.bias, alpha=-lr_of[id(layer.bias)])
         return
     optimizer.zero_grad(set_to_none=False)
@@ -72,7 +77,7 @@ def apply_updates(
             continue
         layer.weight.grad = upd.dense()
         if layer.bias is not None:
-            layer.bias.grad = upd.bias if upd.bias is not None else torch.zeros_like(layer.bias)
+            layer.bias.grad = upd.bias
     optimizer.step()
 
 
@@ -93,11 +98,18 @@ class DeferredLayer:
 
     def __init__(self, layer: nn.Linear, lr: float, block_inputs: torch.Tensor):
         self.layer, self.lr = layer, lr
-        self.U0 = torch.nn.functional.linear(block_inputs, layer.weight.detach(),
-                                             layer.bias.detach() if layer.bias is not None else None)
+        W = layer.weight.detach()
+        if layer.bias is not None:  # W X^T computed as (n_out, rows): the faster GEMM layout here
+            self.U0 = torch.addmm(layer.bias.detach()[:, None], W, block_inputs.T).T.contiguous()
+        else:
+            self.U0 = torch.mm(W, block_inputs.T).T.contiguous()
         self.rows = 0  # rows handed out by drive()
         self.done = 0  # rows whose update is recorded
         self.X = block_inputs
+        # coefficients of the current correction for every pair of rows: x_t . x_s (+ 1 for the bias)
+        self.G = block_inputs @ block_inputs.T
+        if layer.bias is not None:
+            self.G += 1.0
         self.E = torch.empty(block_inputs.shape[0], layer.out_features, dtype=self.U0.dtype, device=self.U0.device)
 
     def drive(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,18 +118,16 @@ class DeferredLayer:
         u = self.U0[r0:r1]
         self.rows = r1
         if self.done:
-            coef = x @ self.X[: self.done].T
-            if self.layer.bias is not None:
-                coef += 1.0
-            u = torch.addmm(u, coef, self.E[: self.done], alpha=-self.lr)
+            u = torch.addmm(u, self.G[r0:r1, : self.done], self.E[: self.done], alpha=-self.lr)
         return u
 
-    def add(self, update: LowRankUpdate) -> None:
-        """Record a batch's update (its ``pre`` factor must be the batch's rows of the block input)."""
+    def add(self, update: LowRankUpdate, scale: float = 1.0) -> None:
+        """Record a batch's update, its ``post`` factor times ``scale`` (its ``pre`` factor must be the
+        batch's rows of the block input, i.e. the rows last given a drive)."""
         n = update.post.shape[0]
         if n != self.rows - self.done:
             raise ValueError("DeferredLayer.add: the update must belong to the batch last given a drive")
-        self.E[self.done : self.done + n] = update.post
+        torch.mul(update.post, scale, out=self.E[self.done : self.done + n])
         self.done += n
 
     def flush(self) -> None:

@@ -42,8 +42,7 @@ class ContrastiveHebbian:
         else:
             post = torch.cat([post_a * (-scale), post_b * scale], 0)
             pre = torch.cat([pre_a, pre_b], 0)
-        bias = (post_b - post_a).sum(0) * scale
-        return LowRankUpdate(post=post, pre=pre, bias=bias)
+        return LowRankUpdate(post=post, pre=pre)  # bias: post.sum(0) = scale sum_b (post_b - post_a)
 
     @staticmethod
     def update(pre_a, post_a, pre_b, post_b, beta: float, mean: bool = True) -> torch.Tensor:

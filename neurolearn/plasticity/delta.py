@@ -30,12 +30,12 @@ class Delta:
 
     @staticmethod
     def factors(pre: torch.Tensor, error: torch.Tensor) -> LowRankUpdate:
-        """The gradient as factors: ``post = e (B, n_post)``, ``pre = x (B, n_pre)``, ``bias = sum_b e``."""
+        """The gradient as factors: ``post = e (B, n_post)``, ``pre = x (B, n_pre)`` (bias: ``sum_b e``)."""
         if pre.ndim != 2 or error.ndim != 2 or pre.shape[0] != error.shape[0]:
             raise ValueError(
                 f"Delta: pre and error must be (batch, n) with the same batch, got {tuple(pre.shape)} and {tuple(error.shape)}"
             )
-        return LowRankUpdate(post=error, pre=pre, bias=error.sum(0))
+        return LowRankUpdate(post=error, pre=pre)
 
     @staticmethod
     def update(pre: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
