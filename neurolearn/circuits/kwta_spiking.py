@@ -2,8 +2,8 @@
 
 Excitatory cells (LIF, threshold 1) receive constant drives from ``a_i = d_i - H_i`` (the drive
 minus the homeostatic offset: the adaptive threshold of Diehl & Cook 2015 expressed in units of
-drive), mapped by the circuit's input gain stage affinely onto ``[1.05, 3.05]`` per trial (the
-parameters are in ``circuits/kwta.toml``, table ``[spiking]``), and start from rest:
+drive), mapped by the circuit's input gain stage affinely onto ``[1.05, 3.05]`` per trial, and start
+from rest:
 
     tau dv_i/dt = -v_i + g_i,   g_i = 1.05 + 2 (a_i - min a) / (max a - min a)
     first spike at  t_i = tau ln(g_i / (g_i - 1)):  the larger a_i, the earlier cell i fires. One
@@ -22,45 +22,29 @@ import numpy as np
 from .._validate import check_choice, check_float, check_int
 
 
-def spiking_kwta(drives, k: int, H=None, tau: float | None = None, duration: float | None = None,
-                 dt: float | None = None, inhibition: float | None = None, target: str = "numpy") -> np.ndarray:
+def spiking_kwta(drives, k: int, H=None, tau: float = 20e-3, duration: float = 50e-3,
+                 dt: float = 0.05e-3, inhibition: float = 50.0, target: str = "numpy") -> np.ndarray:
     """Winners (0/1) of ``drives`` (trials, n) through the spiking circuit; see module docstring.
 
-    ``tau`` (s) membrane time constant, ``duration`` (s) of a trial, ``dt`` (s) integration step,
-    ``inhibition`` the hyperpolarisation by the inhibitory spike in units of the threshold; ``None``
-    takes the value of ``circuits/kwta.toml`` ``[spiking]`` (as do the gain stage's ``drive_low`` and
-    ``drive_span``). Returns an int array of the drives' shape.
+    ``tau`` (s) membrane time constant, ``duration`` (s) of a trial, ``inhibition`` the hyperpolarisation
+    by the inhibitory spike in units of the threshold. Returns an int array of the drives' shape.
     """
-    from . import circuit_params
-
-    cfg = circuit_params("kwta")["spiking"]
-    tau = cfg["tau"] if tau is None else tau
-    duration = cfg["duration"] if duration is None else duration
-    dt = cfg["dt"] if dt is None else dt
-    inhibition = cfg["inhibition"] if inhibition is None else inhibition
     from ..sim.brian2_sim import quiet_brian2
 
     b2 = quiet_brian2()
 
     drives = np.atleast_2d(np.asarray(drives, dtype=float))
-    if drives.ndim != 2 or not np.isfinite(drives).all():
-        raise ValueError(f"spiking_kwta: drives must be a finite (trials, n) array, got shape {drives.shape}")
     trials, n = drives.shape
     check_int("spiking_kwta", "k", k, 1, n)
     check_float("spiking_kwta", "duration", duration, 0.0, low_open=True)
-    check_float("spiking_kwta", "tau", tau, 0.0, low_open=True)
-    check_float("spiking_kwta", "dt", dt, 0.0, duration, low_open=True)
-    check_float("spiking_kwta", "inhibition", inhibition, 0.0, low_open=True)
     check_choice("spiking_kwta", "target", target, ("numpy", "cython"))
     H = np.zeros(n) if H is None else np.asarray(H, dtype=float)
-    if H.shape != (n,):
-        raise ValueError(f"spiking_kwta: H must have shape ({n},) (one threshold per cell), got {H.shape}")
     a = drives - H  # the competition is on d - H
     # shift each trial so that the weakest cell sits just above threshold: every cell would fire
     # eventually; the order of first spikes is the order of a
     lo = a.min(1, keepdims=True)
     span = np.maximum(a.max(1, keepdims=True) - lo, 1e-12)
-    rel = cfg["drive_low"] + cfg["drive_span"] * (a - lo) / span  # threshold units, monotone in a
+    rel = 1.05 + 2.0 * (a - lo) / span  # drive in units of threshold, in [1.05, 3.05], monotone in a
     b2.prefs.codegen.target = target
     b2.start_scope()
     ns = {"tau": tau * b2.second, "v_th": 1.0}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_choice, check_float, check_int
+from .._validate import check_choice, check_float
 from .lif import LIFParams
 
 TARGETS = ("numpy", "cython")
@@ -67,117 +67,87 @@ def lif_spike_counts_brian2(currents, params: LIFParams = LIFParams(), duration:
 class Brian2Network:
     """A converted one-layer network in Brian2: Poisson input -> integrate-and-fire output cells.
 
-    The same model as :class:`~neurolearn.sim.snntorch_sim.SnnTorchNetwork` written as equations with
-    units (Diehl et al. 2015's converted neuron: the ``tau -> infinity`` limit of the LIF cell of
-    :mod:`neurolearn.sim.lif`, threshold ``v_th``)::
-
-        input j:   PoissonGroup, rate x_j / dt  (a spike with probability x_j per step of dt = 1 ms)
-        output i:  dv_i/dt = gain (b_i' - theta_i) v_th / dt        : volt
-                   v_i > v_th  ->  spike,  v_i <- v_i - v_th             (reset by subtraction)
-        synapse:   on_pre: v_post += gain w_ij v_th                      (w = W', normalised weights)
-
-    so with ``gain = 1`` and ``theta = 0``, ``count_i / T`` estimates ``clamp(W' x + b', 0, 1)_i``.
-    With ``thresholds`` ``H`` each cell's adaptive threshold offset (in units of drive per step) is
-    subtracted from its drive, so the cells compete on ``W' x + b' - H``; with ``kwta_k = k`` an
-    inhibitory cell per example counts the excitatory spikes (``on_pre: u_post += 1``) and at the k-th
-    (``u > k - 1/2``) hyperpolarises every output cell of that example (lateral inhibition through an
-    inhibitory population): the cells that fired are the spiking k winners. In that mode all drives
-    are scaled by ``kwta_gain`` so that first spikes, ordered by drive, are spread over many steps
-    (the race's resolution).
-
-    ``copies`` examples (default: as many as fit in about 8 million synapses, at most 500) run at once
-    as independent blocks (block-diagonal synapses) of one network, built once, ``store()``-d, and ``restore()``-d between chunks. The Brian2 objects are kept in
-    ``self.objects`` (``network``, ``input``, ``output``, ``synapses``, ``spikes``, ``input_spikes``
-    and, with ``kwta_k``, ``inhibitory``, ``to_inhibitory``, ``inhibition``); call :meth:`build`, add
-    monitors to ``objects["network"]``, then :meth:`run`.
+    The same model as :class:`~neurolearn.sim.snntorch_sim.SnnTorchNetwork` written as equations:
+    input cell ``j`` is a ``PoissonGroup`` cell of rate ``x_j / dt`` (a spike with probability ``x_j``
+    per step); output cell ``i`` integrates ``dv/dt = b_i' / dt`` and jumps by ``W_ij'`` for each input
+    spike (``on_pre: v_post += w``), fires at ``v > 1`` and resets by subtraction (``v -= 1``), so
+    ``count / T`` estimates ``clamp(W' x + b', 0, 1)``. With ``thresholds`` ``H`` each cell's adaptive
+    threshold offset (in units of drive per step) is subtracted from its drive (``dv/dt = (b_i' - H_i) / dt``),
+    so the cells compete on ``W' x + b' - H``; with ``kwta_k = k`` an inhibitory cell per example counts
+    the excitatory spikes and at the k-th hyperpolarises every output cell of that example (lateral
+    inhibition through an inhibitory population): the cells that fired are the spiking k winners. In
+    that mode all drives are scaled by ``kwta_gain`` so that first spikes, ordered by drive, are spread
+    over many steps (the race's resolution).
+    ``copies`` examples run at once as independent
+    blocks (block-diagonal synapses), the way to use one Brian2 run for many inputs. The Brian2 objects
+    of the last run are kept in ``self.objects`` (add monitors before calling :meth:`run`).
     """
 
-    def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int | None = None,
-                 kwta_k: int | None = None, thresholds=None, kwta_gain: float = 0.05, v_th: float = 20e-3):
+    def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50,
+                 kwta_k: int | None = None, thresholds=None, kwta_gain: float = 0.05):
         check_choice("Brian2Network", "target", target, TARGETS)
         self.W = np.asarray(weight, dtype=float)
         self.b = np.asarray(bias, dtype=float)
-        if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
-            raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
         self.kwta_k = None if kwta_k is None else int(kwta_k)
         if self.kwta_k is not None and not 1 <= self.kwta_k <= self.W.shape[0]:
             raise ValueError(f"Brian2Network: kwta_k must be in [1, {self.W.shape[0]}], got {kwta_k}")
         self.theta = np.zeros(self.W.shape[0]) if thresholds is None else np.asarray(thresholds, dtype=float)
-        if self.theta.shape != (self.W.shape[0],):
-            raise ValueError(f"Brian2Network: thresholds must have shape ({self.W.shape[0]},), got {self.theta.shape}")
         # in the competition the drive is scaled down so first spikes spread over many steps
         self.gain = 1.0 if self.kwta_k is None else check_float("Brian2Network", "kwta_gain", kwta_gain, 0.0, 1.0, low_open=True)
-        self.dt = check_float("Brian2Network", "dt", dt, 0.0, low_open=True)
-        self.v_th = check_float("Brian2Network", "v_th", v_th, 0.0, low_open=True)
-        if copies is None:  # as many parallel examples as fit in about 8 million synapses
-            copies = int(min(500, max(1, 8_000_000 // self.W.size)))
-        self.target, self.copies = target, check_int("Brian2Network", "copies", copies, 1)
+        if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
+            raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
+        self.dt, self.target, self.copies = dt, target, int(copies)
         self.objects: dict = {}
 
-    def build(self) -> dict:
-        """Create the Brian2 objects for ``copies`` parallel examples (once); returns ``self.objects``."""
-        if self.objects:
-            return self.objects
-        b2 = quiet_brian2()
+    def _build(self, b2):
+        """Create the Brian2 objects for ``copies`` parallel examples once; ``store()`` their initial state."""
         n_out, n_in = self.W.shape
         c = self.copies
         step = self.dt * b2.second
-        ns = {"v_th": self.v_th * b2.volt, "tstep": step}
-        inp = b2.PoissonGroup(c * n_in, rates=np.zeros(c * n_in) * b2.Hz, dt=step, name="input*")
-        out_g = b2.NeuronGroup(c * n_out, "dv/dt = gain * (bias - theta) * v_th / tstep : volt\nbias : 1 (constant)\n"
-                               "theta : 1 (constant)\ngain : 1 (constant)",
-                               threshold="v > v_th", reset="v -= v_th", method="euler", dt=step, namespace=ns,
-                               name="output*")
+        inp = b2.PoissonGroup(c * n_in, rates=np.zeros(c * n_in) * b2.Hz, dt=step)
+        out_g = b2.NeuronGroup(c * n_out, "dv/dt = gain * (bias - theta) / tstep : 1\nbias : 1 (constant)\n"
+                               "theta : 1 (constant)\ntstep : second (constant)\ngain : 1 (constant)",
+                               threshold="v > 1", reset="v -= 1", method="euler", dt=step)
         out_g.bias = np.tile(self.b, c)
         out_g.theta = np.tile(self.theta, c)
         out_g.gain = self.gain
+        out_g.tstep = step
         extra = []
         if self.kwta_k is not None:
-            inh = b2.NeuronGroup(c, "u : 1", threshold=f"u > {self.kwta_k - 0.5}", reset="u = -1e9", dt=step,
-                                 name="inhibitory*")
-            ei = b2.Synapses(out_g, inh, on_pre="u_post += 1", dt=step, name="to_inhibitory*")
+            inh = b2.NeuronGroup(c, "u : 1", threshold=f"u > {self.kwta_k - 0.5}", reset="u = -1e9", dt=step)
+            ei = b2.Synapses(out_g, inh, on_pre="u_post += 1", dt=step)
             ei.connect(i=np.arange(c * n_out), j=np.repeat(np.arange(c), n_out))
-            ie = b2.Synapses(inh, out_g, on_pre="v_post = -1e9 * v_th", dt=step, namespace=ns, name="inhibition*")
+            ie = b2.Synapses(inh, out_g, on_pre="v_post = -1e9", dt=step)
             ie.connect(i=np.repeat(np.arange(c), n_out), j=np.arange(c * n_out))
             extra = [inh, ei, ie]
-        syn = b2.Synapses(inp, out_g, "w : 1", on_pre=f"v_post += {self.gain} * w * v_th", dt=step, namespace=ns,
-                          name="synapses*")
+        syn = b2.Synapses(inp, out_g, "w : 1", on_pre=f"v_post += {self.gain} * w", dt=step)
         pre = np.repeat(np.arange(n_in), n_out)
         post = np.tile(np.arange(n_out), n_in)
         blocks = np.arange(c)
         syn.connect(i=(pre[None, :] + n_in * blocks[:, None]).ravel(), j=(post[None, :] + n_out * blocks[:, None]).ravel())
         syn.w = np.tile(self.W.T.ravel(), c)
-        mon = b2.SpikeMonitor(out_g, record=False, name="spikes*")
-        in_mon = b2.SpikeMonitor(inp, record=False, name="input_spikes*")
-        net = b2.Network(inp, out_g, syn, mon, in_mon, *extra)
+        mon = b2.SpikeMonitor(out_g)
+        net = b2.Network(inp, out_g, syn, mon, *extra)
         net.store("initial")
-        self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon,
-                        "input_spikes": in_mon}
+        self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
         if extra:
             self.objects.update(inhibitory=extra[0], to_inhibitory=extra[1], inhibition=extra[2])
-        return self.objects
 
-    def run(self, x, steps: int = 200, seed: int = 0, record_steps=(), details: bool = False):
+    def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
         """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps.
 
         The network is built once (for ``copies`` examples at a time) and restored between chunks.
-        With ``details=True`` returns ``{"counts", "input_spikes" (N,), "checkpoints": [(step, counts)]}``,
-        the output counts recorded after each step listed in ``record_steps`` (the run is split there).
         """
         b2 = quiet_brian2()
-        check_int("Brian2Network.run", "steps", steps, 1)
         x = np.asarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[1] != self.W.shape[1]:
-            raise ValueError(f"Brian2Network.run: x must have shape (N, {self.W.shape[1]}), got {x.shape}")
-        if x.size and (np.isnan(x).any() or x.min() < 0 or x.max() > 1):
-            raise ValueError("Brian2Network.run: x must be in [0, 1] (spike probabilities per step), without NaN")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError("Brian2Network.run: x must be in [0, 1] (spike probabilities per step)")
         b2.prefs.codegen.target = self.target
         n_out, n_in = self.W.shape
-        o = self.build()
-        marks = sorted(set(int(m) for m in record_steps if 1 <= int(m) < steps)) + [steps]
+        if not self.objects:
+            self._build(b2)
+        o = self.objects
         out = np.zeros((x.shape[0], n_out))
-        in_spikes = np.zeros(x.shape[0])
-        checkpoints = [np.zeros((x.shape[0], n_out)) for _ in marks[:-1]]
         for start in range(0, x.shape[0], self.copies):
             xb = x[start : start + self.copies]
             c = xb.shape[0]
@@ -186,15 +156,6 @@ class Brian2Network:
             rates = np.zeros(self.copies * n_in)
             rates[: c * n_in] = xb.ravel() / self.dt
             o["input"].rates = rates * b2.Hz
-            done = 0
-            for i, mark in enumerate(marks):
-                o["network"].run((mark - done) * self.dt * b2.second, namespace={})
-                done = mark
-                counts = np.asarray(o["spikes"].count[:]).reshape(self.copies, n_out)[:c]
-                if i < len(checkpoints):
-                    checkpoints[i][start : start + c] = counts
-            out[start : start + c] = counts
-            in_spikes[start : start + c] = np.asarray(o["input_spikes"].count[:]).reshape(self.copies, n_in)[:c].sum(1)
-        if details:
-            return {"counts": out, "input_spikes": in_spikes, "checkpoints": list(zip(marks[:-1], checkpoints))}
+            o["network"].run(steps * self.dt * b2.second, namespace={})
+            out[start : start + c] = np.asarray(o["spikes"].count[:]).reshape(self.copies, n_out)[:c]
         return out

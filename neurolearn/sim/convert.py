@@ -43,12 +43,11 @@ class SpikingModel:
 
 
 def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.Tensor | None = None,
-               percentile: float = 99.9, device=None, engine: str = "fused", **brian2_options) -> SpikingModel:
+               percentile: float = 99.9, device=None, **brian2_options) -> SpikingModel:
     """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers.
 
     ``simulator="brian2"`` supports one-layer networks (:class:`~neurolearn.sim.brian2_sim.Brian2Network`;
-    ``brian2_options``: ``target``, ``copies``, ``dt``, ``kwta_k``, ``thresholds``); ``engine`` is the
-    snnTorch membrane update (``"fused"`` or ``"snntorch"``, see :mod:`neurolearn.sim.snntorch_sim`).
+    ``brian2_options``: ``target``, ``copies``, ``dt``, ``kwta_k``, ``thresholds``).
     """
     check_choice("to_spiking", "simulator", simulator, SIMULATORS)
     check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
@@ -81,4 +80,4 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
         return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(),
                                                      **{k: v for k, v in brian2_options.items() if v is not None or k != "thresholds"}),
                             scales, describes)
-    return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device, engine), scales, describes)
+    return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device), scales, describes)
