@@ -24,7 +24,9 @@ def _run(args) -> int:
     from .experiment import run_recipe
 
     label, text = recipes.find_recipe(args.recipe)
-    overrides = {"training": {"epochs": args.epochs}} if args.epochs is not None else None
+    overrides = recipes.parse_overrides(args.set or [])
+    if args.epochs is not None:
+        overrides.setdefault("training", {})["epochs"] = args.epochs
     recipe = recipes.resolve(text, label, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="run folder (default runs/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override [training] epochs")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one recipe key, VALUE in TOML syntax (repeatable), e.g. "
+                        "--set credit.free_solver='\"alternating\"' or --set training.device=cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
     p = sub.add_parser("recipes", help="list the built-in recipes")

@@ -60,9 +60,11 @@ def load_recipe_data(recipe: dict) -> Dataset:
 
 @torch.no_grad()
 def responses(credit, net, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """The network's outputs for ``x`` (in chunks), as the credit method defines them."""
+    """The network's outputs for ``x`` (in chunks, computed on the network's device, returned on the CPU),
+    as the credit method defines them."""
     net.eval()
-    return torch.cat([credit.respond(net, x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], 0)
+    dev = next(net.parameters()).device
+    return torch.cat([credit.respond(net, x[i : i + chunk].to(dev)).cpu() for i in range(0, x.shape[0], chunk)], 0)
 
 
 def evaluate(credit, net, ds: Dataset, ev: dict, seed: int = 0) -> dict:
@@ -164,10 +166,12 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
     metrics["history"] = trainer.history
     metrics["train_seconds"] = trainer.train_seconds
     metrics["seconds_per_1000_samples"] = trainer.seconds_per_1000
-    net.cpu()
     t0 = time.perf_counter()
     metrics["trained"] = evaluate(credit, net, ds, ev, recipe["seed"])
     metrics["eval_seconds"] = time.perf_counter() - t0
+    net.cpu()
+    if isinstance(trainer.state, torch.nn.Module):
+        trainer.state.cpu()
 
     weights = {f"layers.{i}.{k}": v for i, layer in enumerate(net.layers) for k, v in layer.state_dict().items()}
     if isinstance(trainer.state, torch.nn.Module):

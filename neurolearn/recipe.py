@@ -56,6 +56,20 @@ def _str(v):
         return "a string"
 
 
+def _device(v):
+    """A torch device this machine has: 'cpu', or 'cuda' / 'cuda:N' / 'mps' when available."""
+    import torch
+
+    try:
+        dev = torch.device(v)
+    except (RuntimeError, TypeError):
+        return "a torch device such as 'cpu', 'cuda' or 'cuda:0'"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return "'cpu' on this machine (torch sees no CUDA device)"
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return "'cpu' on this machine (torch sees no MPS device)"
+
+
 def _num_or_list(lo=0.0):
     def f(v):
         vals = v if isinstance(v, list) else [v]
@@ -109,6 +123,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "beta_sign": ("random", _choice("positive", "random", "symmetric")),
         "tol": (0.0, _num(0.0)),
         "exact_single_layer": (True, _bool),
+        "free_solver": ("euler", _choice("euler", "alternating")),
+        "nudged_solver": ("euler", _choice("euler", "alternating")),
+        "solver_tol": (1e-6, _num(0.0, lo_open=True)),
     },
     "training": {
         "epochs": (10, _int(0)),
@@ -119,7 +136,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "block": (8, _int(1)),
         "final_lr_factor": (5e-4, _num(0.0, 1.0)),
         "threads": (0, _int(0)),
-        "device": ("cpu", _str),
+        "device": ("cpu", _device),
     },
     "eval": {
         "direct_association": (True, _bool),
@@ -159,6 +176,23 @@ def find_recipe(name_or_path: str | None) -> tuple[str, str]:
         f"recipe {name_or_path!r} not found: give a path to a .toml file or one of the built-in recipes: "
         + ", ".join(sorted(recipes))
     )
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["section.key=value", ...]`` -> ``{section: {key: value}}``; ``value`` is read as TOML
+    (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"text"``) and, if that fails, taken as a bare string."""
+    out: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().rpartition(".")
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.epochs=5")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()
+        out.setdefault(section if dot else "", {})[key] = parsed
+    return out
 
 
 def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -> dict:

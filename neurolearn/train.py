@@ -66,6 +66,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.state = objective.init_state(net.sizes[-1], net.dropout[-1])
+        if isinstance(self.state, torch.nn.Module):
+            self.state.to(next(net.parameters()).device)
         self.optimizer = make_optimizer(net, training)
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0

@@ -154,19 +154,113 @@ def test_equilibrium_rejects_relu_network():
 
 
 @pytest.mark.parametrize("kw,name", [({"beta": 0}, "beta"), ({"free_steps": 0}, "free_steps"),
-                                     ({"dt": 1.5}, "dt"), ({"beta_sign": "both"}, "beta_sign")])
+                                     ({"dt": 1.5}, "dt"), ({"beta_sign": "both"}, "beta_sign"),
+                                     ({"free_solver": "newton"}, "free_solver"),
+                                     ({"nudged_solver": "rk4"}, "nudged_solver"), ({"solver_tol": 0}, "solver_tol")])
 def test_equilibrium_parameter_errors(kw, name):
     with pytest.raises(ValueError, match=name):
         EquilibriumProp(**kw)
 
 
-def test_random_beta_sign_uses_both_signs():
-    torch.manual_seed(0)
-    signs = set()
+@pytest.mark.parametrize("sign,expected", [("random", {1.0, -1.0}), ("positive", {1.0})])
+def test_beta_sign_of_the_nudged_phase(sign, expected, monkeypatch):
+    """The nudged phases of ``step`` use beta of both signs with "random" and only +beta with "positive"."""
+    net = MLP((6, 5, 4), hidden_activation="hardsigmoid", dropout=(0, 0, 0), seed=1)
+    ep = EquilibriumProp(beta=0.2, free_steps=5, nudged_steps=2, beta_sign=sign)
+    seen = []
+    relax = EquilibriumProp.relax
+
+    def spy(self, net, x, states=None, steps=None, beta=0.0, *a, **kw):
+        if beta != 0.0:
+            seen.append(beta / abs(beta))
+        return relax(self, net, x, states, steps, beta, *a, **kw)
+
+    monkeypatch.setattr(EquilibriumProp, "relax", spy)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(0)
+    x, labels = torch.rand(3, 6), torch.tensor([0, 1, 2])
     for _ in range(20):
-        signs.add(torch.randint(0, 2, (1,), generator=gen).item())
-    assert signs == {0, 1}
+        ep.step(net, x, SupervisedTarget(), None, opt, labels, gen)
+    assert set(seen) == expected
+
+
+def _energy(net, x, states, beta=0.0, d=None, mask=None):
+    """F = E + beta C of the clamped network (Scellier & Bengio 2017), rho(s) = s on [0, 1], per sample:
+    E = 1/2 sum_l |s_l|^2 - sum_l s_l . (W_l s_{l-1} + b_l),  C = 1/2 sum m (d - s_L)^2."""
+    below = [x] + states[:-1]
+    E = sum(0.5 * (s * s).sum(1) - (s * layer(b)).sum(1) for s, b, layer in zip(states, below, net.layers))
+    if beta:
+        m = 1.0 if mask is None else mask
+        E = E + beta * 0.5 * (m * (d - states[-1]) ** 2).sum(1)
+    return E
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.3])
+def test_alternating_solver_reaches_the_euler_fixed_point(beta):
+    """Gauss-Seidel sweeps of the clamped map reach the state a long Euler relaxation converges to
+    (free phase and nudged phase, both signs of beta), and it is a fixed point of the Euler step."""
+    torch.manual_seed(0)
+    net = _net((12, 20, 15), hidden_activation="hardsigmoid", init_gain=1.5)
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.bias.uniform_(-0.3, 0.8)
+    x = torch.rand(6, 12)
+    d = (torch.rand(6, 15) > 0.7).float()
+    mask = (torch.rand(6, 15) > 0.2).float()
+    euler = EquilibriumProp(exact_single_layer=False)
+    alt = EquilibriumProp(free_solver="alternating", nudged_solver="alternating", solver_tol=1e-7)
+    free_e = euler.relax(net, x, steps=3000)
+    free_a = alt.relax(net, x, steps=200)
+    start_e, start_a = free_e, free_a
+    if beta:
+        start_e = euler.relax(net, x, free_e, 3000, beta, d, mask)
+        start_a = alt.relax(net, x, free_a, 200, beta, d, mask)
+    assert alt.solver_stats["free_fallbacks"] == alt.solver_stats["nudged_fallbacks"] == 0
+    for a, e in zip(start_a, start_e):
+        assert torch.allclose(a, e, atol=1e-5), (a - e).abs().max()
+    one_more = euler.relax(net, x, start_a, 1, beta, d if beta else None, mask if beta else None)
+    for a, e in zip(start_a, one_more):
+        assert torch.allclose(a, e, atol=1e-6)
+    s_all = torch.cat(start_a, 1)
+    assert ((s_all > 0) & (s_all < 1)).any() and ((s_all == 0) | (s_all == 1)).any()  # both regimes
+    # and the opposite verdict: a short Euler phase is measurably away from that fixed point
+    short = euler.relax(net, x, steps=5)
+    assert max((a - s).abs().max().item() for a, s in zip(free_a, short)) > 1e-2
+
+
+def test_alternating_sweeps_never_increase_the_energy():
+    """Each sweep sets one layer to the exact minimiser of F with its neighbours held: F decreases."""
+    torch.manual_seed(1)
+    net = _net((10, 25, 20), hidden_activation="hardsigmoid", init_gain=2.0)
+    x = torch.rand(5, 10)
+    d = (torch.rand(5, 20) > 0.8).float()
+    alt = EquilibriumProp(free_solver="alternating", nudged_solver="alternating", solver_tol=1e-12)
+    for beta in (0.0, 0.4):
+        states = [torch.zeros(5, n) for n in net.sizes[1:]] if beta == 0 else alt.relax(net, x, steps=100)
+        energies = [_energy(net, x, states, beta, d)]
+        for _ in range(15):
+            states = alt.relax(net, x, states, 1, beta, d if beta else None)
+            energies.append(_energy(net, x, states, beta, d))
+        diffs = torch.stack([b - a for a, b in zip(energies, energies[1:])])
+        assert (diffs <= 1e-5).all()
+        if beta == 0:
+            assert (energies[-1] < energies[0] - 1e-2).all()
+
+
+def test_alternating_solver_falls_back_to_euler_when_it_does_not_converge():
+    """A budget too small to converge: the phase is redone with the published Euler steps and counted."""
+    torch.manual_seed(0)
+    net = _net((8, 12, 10), hidden_activation="hardsigmoid", init_gain=2.0)
+    x = torch.rand(4, 8)
+    alt = EquilibriumProp(free_solver="alternating", solver_tol=1e-9)
+    euler = EquilibriumProp()
+    out = alt.relax(net, x, steps=2)
+    assert alt.solver_stats["free_fallbacks"] == 1 and alt.solver_stats["free_sweeps"] == 2
+    for a, e in zip(out, euler.relax(net, x, steps=2)):
+        assert torch.equal(a, e)
+    alt.relax(net, x, steps=300)
+    assert alt.solver_stats["free_fallbacks"] == 1  # converged: not counted again
+    assert 2 < alt.solver_stats["free_sweeps"] < 300 and alt.solver_stats["free_solves"] == 2
 
 
 def test_self_defined_training_spreads_winners():
@@ -185,13 +279,22 @@ def test_self_defined_training_spreads_winners():
     assert (wins > 0).all()
 
 
+@pytest.mark.parametrize("silent_inputs", [False, True])
 @pytest.mark.parametrize("credit,hidden,lr", [(Backprop(), "relu", 4.0), (EquilibriumProp(), "hardsigmoid", 0.05)])
-def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr):
+def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr, silent_inputs):
     """Training a one-layer network with blocks of deferred updates gives the same weights as
-    updating after every batch (DeferredLayer's exact current correction)."""
+    updating after every batch (DeferredLayer's exact current correction), also when the blocks
+    have silent input columns and the GEMMs run on the active columns only."""
+    from neurolearn.plasticity.base import DeferredLayer
     from neurolearn.train import Trainer
 
+    torch.manual_seed(0)
     x = torch.rand(200, 30)
+    if silent_inputs:  # a silent border of 12 inputs and sparse activity elsewhere, as in MNIST
+        x[:, :12] = 0
+        x *= torch.rand(200, 30) < 0.3
+    probe = DeferredLayer(torch.nn.Linear(30, 4), 0.1, x[:128])
+    assert (probe.cols is not None) == silent_inputs
     weights = []
     for block in (1, 8):
         net = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0)

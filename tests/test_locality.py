@@ -83,6 +83,8 @@ def test_other_layer_weights_is_weight_transport():
 
 
 def test_batch_statistics_are_caught_unless_declared_sequence():
+    """Under ``batch="samples"`` a batch mean is caught; ``batch="sequence"`` declares that samples
+    interact (running means); the checker takes that declaration as given (see BATCH_MODES)."""
     def centred(s):
         x = s["pre"] - s["pre"].mean(0, keepdim=True)
         return s["post"].T @ x
@@ -133,6 +135,125 @@ def test_zero_gradient_dependency_is_still_caught():
 def test_builtin_rules_are_local():
     for ch in (Delta().checkable(3, 2), ContrastiveHebbian().checkable(3, 2)):
         assert_local(ch, **KW)
+
+
+def test_builtin_rules_nonlocal_when_their_contract_is_narrowed_or_a_term_is_planted():
+    """The opposite verdicts for the same rules: Delta's error arrives through a pathway; a contract
+    without it makes Delta non-local; ContrastiveHebbian with a planted lateral term is non-local."""
+    d = Delta().checkable(3, 2)
+    narrowed = Contract("no pathway", allows={"pre", "post"})
+    assert_nonlocal(Checkable(d.name, d.spec, {k: narrowed for k in d.contracts}, d.update), **KW)
+    ch = ContrastiveHebbian().checkable(3, 2)
+
+    def planted(s):
+        out = ch.update(s)
+        return {"W": out["W"] + s["post_nudged"].sum(1, keepdim=True).T @ s["pre_free"]}
+
+    assert_nonlocal(Checkable("CH + lateral", ch.spec, ch.contracts, planted),
+                    kinds={"depends on other cells of the layer"}, **KW)
+
+
+def test_an_update_that_raises_is_an_error_not_a_verdict():
+    def crashes(s):
+        if s["pre"].shape[1] > 1:
+            assert False, "my rule is broken"
+        return hebb(s)
+
+    with pytest.raises(CheckerError, match="raised AssertionError: my rule is broken"):
+        check(lambda sizes: single_layer(crashes, HEBB, n_pre=sizes[0]), n_populations=1, **KW)
+    assert check(lambda sizes: single_layer(hebb, HEBB, n_pre=sizes[0]), n_populations=1, **KW).local
+
+
+def _three_layer_spec():
+    pops = {"p0": 2, "p1": 2, "p2": 2, "p3": 2}
+    layers = tuple(Layer(f"W{l}", post=f"p{l}", pre=f"p{l - 1}") for l in (1, 2, 3))
+    entries = {f"s{i}": Cells(f"p{i}") for i in range(4)} | {f"W{l}": Weight(f"W{l}") for l in (1, 2, 3)}
+    return StateSpec(pops, layers, entries)
+
+
+def test_non_adjacent_layer_weights_and_distant_cells_are_caught_and_named():
+    """Planted: W1's update reads W3 (another layer, not the one above: not weight transport) or the
+    cells of p3 (neither pre nor post of W1); the unplanted network is local."""
+    spec = _three_layer_spec()
+    contract = Contract("Hebb", allows={"pre", "post"})
+    contracts = {f"W{l}": contract for l in (1, 2, 3)}
+
+    def hebbs(s):
+        return {f"W{l}": s[f"s{l}"].T @ s[f"s{l - 1}"] for l in (1, 2, 3)}
+
+    assert_local(Checkable("hebb x3", spec, contracts, hebbs), **KW)
+
+    def reads_w3(s):
+        return hebbs(s) | {"W1": s["s1"].T @ s["s0"] * s["W3"].sum()}
+
+    r = assert_nonlocal(Checkable("reads W3", spec, contracts, reads_w3), kinds={"depends on another layer's weights"}, **KW)
+    assert any("W of layer W3" in str(v) for v in r.violations)
+
+    def reads_p3(s):
+        return hebbs(s) | {"W1": (s["s1"] * s["s3"].sum(1, keepdim=True)).T @ s["s0"]}
+
+    assert_nonlocal(Checkable("reads p3", spec, contracts, reads_p3), kinds={"depends on cells not at the synapse"}, **KW)
+
+
+def test_equilibrium_propagation_nonlocal_with_a_planted_output_term():
+    """The opposite verdict for EP: the hidden layer's update reading the output cells (not at its
+    synapses) is caught."""
+    ch = EquilibriumProp().checkable((3, 2, 2))
+
+    def planted(s):
+        out = ch.update(s)
+        out["W1"] = out["W1"] + (s["s1_nudged"] * s["s2_nudged"].sum(1, keepdim=True)).T @ s["s0_free"]
+        return out
+
+    assert_nonlocal(Checkable("EP + output term", ch.spec, ch.contracts, planted),
+                    kinds={"depends on cells not at the synapse"}, **KW)
+
+
+def test_checkables_are_the_updates_the_training_steps_make():
+    """The written-out updates that the checker judges equal what ``step`` does to the weights:
+    Backprop (two layers, MSE mean: dW = -lr 2/(B n) g), SelfDefinedTarget + Delta with the winners of
+    the kWTA circuit, and EquilibriumProp's contrastive Hebbian step from the recorded phases."""
+    from neurolearn.circuits.kwta import kwta
+    from neurolearn.networks import MLP
+    from neurolearn.objectives import SelfDefinedTarget, SupervisedTarget
+
+    torch.manual_seed(0)
+    x, labels, lr = torch.rand(5, 6), torch.tensor([0, 1, 2, 3, 0]), 0.3
+    # backprop, two layers
+    net = MLP((6, 5, 4), dropout=(0, 0, 0), seed=2)
+    W = [l.weight.detach().clone() for l in net.layers]
+    u1 = net.layers[0](x).detach()
+    u2 = net.layers[1](torch.relu(u1)).detach()
+    d = SupervisedTarget().decide(u2.clamp(0, 1), None, None, labels)
+    g = Backprop().checkable((6, 5, 4)).update({"x": x, "u1": u1, "u2": u2, "d": d, "W1": W[0], "W2": W[1]})
+    Backprop().step(net, x, SupervisedTarget(), None, torch.optim.SGD(net.parameters(), lr=lr), labels)
+    for l in range(2):
+        assert torch.allclose(net.layers[l].weight - W[l], -lr * 2 / (5 * 4) * g[f"W{l + 1}"], atol=1e-6)
+    # self-defined target: the delivered winners are kWTA(y - H) of the circuit
+    net = MLP((6, 7), dropout=(0, 0), seed=3)
+    obj = SelfDefinedTarget(k=2, gamma=0.3)
+    state = obj.init_state(7)
+    state.H.uniform_(-0.2, 0.2)
+    H, W0 = state.H.clone(), net.layers[0].weight.detach().clone()
+    u = net.layers[0](x).detach()
+    winners = kwta(u.clamp(0, 1), 2, H)
+    g = self_defined_delta_checkable(6, 7, k=2).update({"x": x, "u": u, "d": winners, "W": W0})
+    Backprop().step(net, x, obj, state, torch.optim.SGD(net.parameters(), lr=lr))
+    assert torch.allclose(net.layers[0].weight - W0, -lr * 2 / (5 * 7) * g["W"], atol=1e-6)
+    # equilibrium propagation: the update from the phases the relaxation produced
+    net = MLP((6, 5, 4), hidden_activation="hardsigmoid", dropout=(0, 0, 0), seed=4)
+    ep = EquilibriumProp(beta=0.2, free_steps=30, nudged_steps=10, beta_sign="positive")
+    W = [l.weight.detach().clone() for l in net.layers]
+    free = ep.relax(net, x)
+    d = SupervisedTarget().decide(free[-1], None, None, labels)
+    nudged = ep.relax(net, x, free, 10, 0.2, d)
+    st = {"s0_free": x, "s0_nudged": x, "W1": W[0], "W2": W[1]}
+    for i in (1, 2):
+        st[f"s{i}_free"], st[f"s{i}_nudged"] = free[i - 1], nudged[i - 1]
+    g = ep.checkable((6, 5, 4)).update(st)
+    ep.step(net, x, SupervisedTarget(), None, torch.optim.SGD(net.parameters(), lr=lr), labels)
+    for l in range(2):
+        assert torch.allclose(net.layers[l].weight - W[l], -lr / 5 * g[f"W{l + 1}"], atol=1e-6)
 
 
 def test_kwta_target_local_only_when_delivered_by_the_circuit():

@@ -98,9 +98,12 @@ def test_k_larger_than_layer_is_rejected():
 
 
 def test_objectives_are_immutable():
+    import dataclasses
+
     obj = SelfDefinedTarget()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         obj.k = 3
+    assert obj.k == 6
 
 
 def test_supervised_target():

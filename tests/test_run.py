@@ -44,6 +44,8 @@ def test_every_builtin_recipe_resolves():
     ("[network]\ndropout = [0.1, 1.0]\n", "probabilities in [0, 1)"),
     ("colour = 'red'\n", "unknown top-level key 'colour'"),
     ("[training\n", "not valid TOML"),
+    ("[training]\ndevice = 'gpu0'\n", "[training] device must be a torch device"),
+    ("[credit]\nnudged_solver = 'rk4'\n", "[credit] nudged_solver must be one of 'euler', 'alternating'"),
 ])
 def test_recipe_errors_name_the_key(text, needle):
     with pytest.raises(recipes.RecipeError) as e:
@@ -134,6 +136,17 @@ def test_cli_run_and_errors(tmp_path, capsys):
     bad.write_text("[training]\nlearning_rate = 1\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "unknown key [training] 'learning_rate'" in capsys.readouterr().err
+    # --set overrides one key (TOML value, or a bare word as a string) and is validated like the file
+    assert main(["run", str(rec), "--out", str(tmp_path / "o3"), "--no-progress", "--set", "training.epochs=1",
+                 "--set", "eval.spiking=none", "--set", "eval.locality=false"]) == 0
+    assert json.loads((tmp_path / "o3" / "metrics.json").read_text())["epochs"] == 1
+    assert main(["run", str(rec), "--out", str(tmp_path / "o4"), "--set", "credit.free_solver=newton"]) == 2
+    assert "free_solver" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["run", str(rec), "--out", str(tmp_path / "o6"), "--set", "training.device=cuda"]) == 2
+        assert "device" in capsys.readouterr().err
+    assert main(["run", str(rec), "--out", str(tmp_path / "o5"), "--set", "epochs"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
 
 
 def test_supervised_and_equilibrium_recipes_train(tmp_path):

@@ -25,11 +25,36 @@ one layer the output's drive is constant and the clamped Euler recursion has the
 (monotone in t when 0 < a < 1, so clamping commutes with the recursion); it is used when
 ``exact_single_layer`` is true and tested equal to the step-by-step recursion. ``tol > 0`` ends the
 free phase early once no state moves by more than ``tol`` in a step (the equilibrium is reached).
+
+Solvers. The Euler recursion above (``"euler"``, the published dynamics) has the fixed points of the
+clamped map (at a fixed point ``s_l = 0`` needs a drive <= 0, ``s_l = 1`` a drive >= 1, otherwise
+``s_l`` equals its drive)
+
+    s_l = clamp( W_l s_{l-1} + b_l + W_{l+1}^T s_{l+1}, 0, 1 ),                       l < L
+    s_L = clamp( (W_L s_{L-1} + b_L + beta m d) / (1 + beta m), 0, 1 )                  (beta = 0: free)
+
+``"alternating"`` reaches such a fixed point by block Gauss-Seidel sweeps of that map, bottom layer
+first, each layer computed from the newest states of its neighbours. Each sweep sets one layer to the
+exact minimiser of the energy ``F = E + beta C`` (Scellier & Bengio 2017) with its neighbours held,
+so ``F`` never increases (for ``|beta| < 1`` each block is convex). Sweeps stop once no state moves by
+more than ``solver_tol``; a sweep costs what one Euler step costs. On 784-2000-2000 networks the free
+phase converges in about 10 sweeps where the published 60 Euler steps stop about 1e-4 from the fixed
+point, and the nudged phase (from the free state) in a few sweeps where the published 20 steps stop
+about 1% of the free-to-nudged distance short of it. If a phase has not converged after its step
+budget (``free_steps`` / ``nudged_steps`` sweeps), it is redone with the published Euler steps and
+counted in ``EquilibriumProp.solver_stats`` (with the sweeps used). ``free_solver`` and ``nudged_solver`` choose per phase;
+one-layer networks use the exact solution above whatever the solver.
+
+Top-down products ``s_{l+1} W_{l+1}`` read a sparse state (a few percent of kWTA output cells are
+non-zero): below ``SPARSE_DENSITY`` non-zeros on the CPU they are computed as a sparse-dense product,
+the same sum in another order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 
@@ -41,6 +66,21 @@ from ..plasticity.contrastive_hebbian import ContrastiveHebbian
 from .base import mse
 
 BETA_SIGNS = ("positive", "random", "symmetric")
+SOLVERS = ("euler", "alternating")
+#: largest fraction of non-zero states for which a top-down product is computed sparse (CPU; measured
+#: crossover for 32 x 2000 states and 2000 x 2000 weights: about 0.18)
+SPARSE_DENSITY = 0.12
+
+
+def topdown(s: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``s @ W`` (the top-down drive ``W^T s`` of each sample), sparse-dense when ``s`` is sparse on the CPU."""
+    if s.device.type == "cpu" and s.numel() >= 4096 and s.dtype == W.dtype:
+        nnz = int(torch.count_nonzero(s))
+        if nnz < SPARSE_DENSITY * s.numel():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                return s.to_sparse_csr() @ W
+    return s @ W
 
 
 @dataclass(frozen=True)
@@ -54,7 +94,13 @@ class EquilibriumProp:
     beta_sign: str = "random"
     tol: float = 0.0
     exact_single_layer: bool = True
+    free_solver: str = "euler"
+    nudged_solver: str = "euler"
+    solver_tol: float = 1e-6
     rule: ContrastiveHebbian = ContrastiveHebbian()
+    #: counts of the alternating solver per phase: ``"<phase>_solves"``, ``"<phase>_sweeps"`` and
+    #: ``"<phase>_fallbacks"`` (solves that did not converge and were redone with Euler steps)
+    solver_stats: Counter = field(default_factory=Counter, compare=False, repr=False)
 
     def __post_init__(self):
         n = "EquilibriumProp"
@@ -65,6 +111,9 @@ class EquilibriumProp:
         check_choice(n, "beta_sign", self.beta_sign, BETA_SIGNS)
         check_float(n, "tol", self.tol, 0.0)
         check_bool(n, "exact_single_layer", self.exact_single_layer)
+        check_choice(n, "free_solver", self.free_solver, SOLVERS)
+        check_choice(n, "nudged_solver", self.nudged_solver, SOLVERS)
+        check_float(n, "solver_tol", self.solver_tol, 0.0, low_open=True)
 
     # ------------------------------------------------------------------ dynamics
     @staticmethod
@@ -102,13 +151,19 @@ class EquilibriumProp:
         nudge = None
         if beta != 0.0:
             nudge = beta if mask is None else beta * mask
+        phase = "free" if beta == 0.0 else "nudged"
+        if (self.free_solver if beta == 0.0 else self.nudged_solver) == "alternating":
+            solved = self._alternating(W, b, drive0, states, steps, nudge, target, phase)
+            if solved is not None:
+                return solved
+            self.solver_stats[f"{phase}_fallbacks"] += 1
         keep = 1.0 - self.dt
         for _ in range(steps):
             new = []
             for l in range(L):
                 drive = drive0 if l == 0 else torch.nn.functional.linear(states[l - 1], W[l], b[l])
                 if l < L - 1:
-                    drive = drive.addmm(states[l + 1], W[l + 1])  # top-down: W_{l+1}^T s_{l+1}
+                    drive = drive + topdown(states[l + 1], W[l + 1])  # top-down: W_{l+1}^T s_{l+1}
                 s = states[l] * keep
                 s.add_(drive, alpha=self.dt)
                 if l == L - 1 and nudge is not None:
@@ -122,6 +177,28 @@ class EquilibriumProp:
             else:
                 states = new
         return states
+
+    def _alternating(self, W, b, drive0, states, sweeps, nudge=None, target=None, phase="free"):
+        """Gauss-Seidel sweeps of the clamped fixed-point map (module docstring) from ``states``;
+        ``None`` if no sweep moved every state by at most ``solver_tol`` within ``sweeps`` sweeps."""
+        L = len(W)
+        states = list(states)
+        self.solver_stats[f"{phase}_solves"] += 1
+        for _ in range(sweeps):
+            self.solver_stats[f"{phase}_sweeps"] += 1
+            moved = 0.0
+            for l in range(L):
+                drive = drive0 if l == 0 else torch.nn.functional.linear(states[l - 1], W[l], b[l])
+                if l < L - 1:
+                    drive = drive + topdown(states[l + 1], W[l + 1])
+                elif nudge is not None:
+                    drive = (drive + nudge * target) / (1.0 + nudge)
+                new = drive.clamp_(0.0, 1.0)
+                moved = max(moved, (new - states[l]).abs().max().item())
+                states[l] = new
+            if moved <= self.solver_tol:
+                return states
+        return None
 
     def _exact_single(self, u, s0, steps, beta, target, mask):
         if beta == 0.0:

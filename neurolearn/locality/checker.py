@@ -12,7 +12,8 @@ States are drawn with Hypothesis: population sizes (when a factory is checked), 
 entry a value style (Gaussian, uniform [0, 1], binary, few distinct values with exact ties, extreme
 magnitudes, zeros). A failing state is shrunk by Hypothesis to the smallest one it can find, which
 the report shows. Runs are deterministic for a seed and bounded by ``max_examples`` and
-``time_budget_s``. States are float64 so that rounding never looks like a dependency (a change
+``time_budget_s`` (states drawn after the budget is spent are skipped; ``Report.examples`` counts the
+states examined). An update that raises is an error (:class:`CheckerError`), never a verdict. States are float64 so that rounding never looks like a dependency (a change
 counts when it exceeds 1e-9 of the largest product of state values). With ``batch="samples"`` the update must also equal the sum of the per-sample
 updates; a difference is reported as batch statistics.
 """
@@ -34,7 +35,11 @@ STYLES = ("normal", "uniform", "binary", "ties", "extreme", "zeros")
 
 
 class CheckerError(ValueError):
-    """The update function or its spec is unusable (wrong keys, shapes); the message names what."""
+    """The update function or its spec is unusable (wrong keys, shapes, it raised); the message names what."""
+
+
+class _Found(Exception):
+    """Raised inside the Hypothesis test when a state shows a violation (so that Hypothesis shrinks it)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,11 @@ def _scale(state) -> float:
 
 
 def _call(checkable: Checkable, state: dict) -> dict:
-    out = checkable.update(state)
+    try:
+        out = checkable.update(state)
+    except Exception as e:  # the user's update crashed: no verdict can be given, say where
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in state.items())
+        raise CheckerError(f"{checkable.name}: the update raised {type(e).__name__}: {e} (state: {shapes})") from e
     spec = checkable.spec
     if not isinstance(out, Mapping):
         raise CheckerError(f"{checkable.name}: the update must return a dict {{layer name: dW}}, got {type(out).__name__}")
@@ -328,6 +337,7 @@ def check(
     report = Report(probe.name, dict(probe.contracts))
     found: dict = {}
     last_failing: dict = {}
+    errors: list = []
     t0 = time.perf_counter()
 
     sizes_st = st.lists(st.integers(1, max_size), min_size=n_pop, max_size=n_pop)
@@ -336,7 +346,6 @@ def check(
               suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink])
     @given(data=st.data())
     def run(data):
-        report.examples += 1
         sizes = data.draw(sizes_st) if n_pop else []
         ch = factory(sizes) if n_pop else target
         batch = data.draw(st.integers(1, max_batch))
@@ -344,21 +353,28 @@ def check(
         s = data.draw(st.integers(0, 2**31 - 1))
         gen = torch.Generator().manual_seed(seed * 7919 + s)
         state = draw_state(ch.spec, batch, styles, seed * 104729 + s)
-        if time.perf_counter() - t0 > time_budget_s and found:
+        if time.perf_counter() - t0 > time_budget_s or errors:
             return
-        vs = violations_in(ch, state, batch, synapses_per_layer, gen)
+        report.examples += 1
+        try:
+            vs = violations_in(ch, state, batch, synapses_per_layer, gen)
+        except CheckerError as e:
+            errors.append(e)
+            return
         for v in vs:
             found.setdefault((v.layer, v.kind), v)
         if vs:
             last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs)
-            raise AssertionError(str(vs[0]))
+            raise _Found(str(vs[0]))
 
     try:
         run()
-    except AssertionError:
+    except _Found:
         pass
     except HypothesisException as e:  # pragma: no cover - hypothesis internals
         raise CheckerError(f"check: hypothesis failed: {e}") from e
+    if errors:  # a crash is not a verdict: report it rather than "local"
+        raise errors[0]
     report.violations = sorted(found.values(), key=lambda v: (v.layer, v.kind))
     if last_failing:
         report.smallest = (f"sizes {last_failing['sizes'] or 'fixed'}, batch {last_failing['batch']}, values "

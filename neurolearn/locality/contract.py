@@ -36,7 +36,10 @@ from .._validate import ParameterError, check_choice
 #: the signal kinds a contract may allow
 SIGNAL_KINDS = ("pre", "post", "trace", "weight", "neuron_signal", "global_scalar")
 #: how the samples of a batch may interact: ``samples`` -- the update is a sum of per-sample updates,
-#: ``sequence`` -- samples are presented in order and sample t may use traces left by samples < t.
+#: ``sequence`` -- samples are presented in order and sample t may use traces left by samples < t
+#: (the paper's sequential mode). The checker then does not ask for per-sample additivity; it cannot
+#: tell from the summed update which samples each term read, so that ``sequence`` holds (no sample
+#: reads a later one) is the contract's claim, not something the checker proves.
 BATCH_MODES = ("samples", "sequence")
 
 

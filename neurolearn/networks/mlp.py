@@ -61,13 +61,17 @@ def keep_mask(shape, keep: float, generator: torch.Generator | None = None, devi
     """Bernoulli(``keep``) mask of 0/1 floats, drawn four 16-bit numbers per random 64-bit word.
 
     The probability is quantised to 1/65536, four times fewer random draws than ``bernoulli_``
-    (which dominates the cost of a one-layer training step otherwise).
+    (which dominates the cost of a one-layer training step otherwise). The words are drawn on the
+    generator's device and moved to ``device``.
     """
     n = 1
     for s in shape:
         n *= s
     words = (n + 3) // 4
-    raw = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, generator=generator, device=device)
+    where = generator.device if generator is not None else device
+    raw = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, generator=generator, device=where)
+    if device is not None and raw.device != torch.device(device):
+        raw = raw.to(device)  # the same draws on every device: the mask does not depend on where it is used
     u16 = raw.view(torch.int16)[:n].view(shape)
     threshold = int(round(keep * 65536)) - 32768  # int16 is uniform on [-32768, 32767]
     return (u16 < threshold).to(torch.float32)

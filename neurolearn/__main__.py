@@ -1,0 +1,7 @@
+"""``python -m neurolearn ...`` is the ``neurolearn`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
