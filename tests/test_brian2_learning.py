@@ -64,7 +64,24 @@ def test_brian2_network_learns_digits_without_python_weight_steps():
     learner = Brian2KWTALearner(64, 30, KWTAHebbian(eta=0.1, theta_plus=0.2), target="numpy", seed=0)
     before = direct_association_accuracy(torch.tensor(learner.responses(x)), y, torch.tensor(learner.responses(xt)), yt, 10)
     w0 = learner.weights.copy()
+    runs, writes = [], []
+    real_run = learner.net.run
+    learner.net.run = lambda *a, **kw: (runs.append(a), real_run(*a, **kw))[1]
+    real_setattr = type(learner.S).__setattr__
+
+    class Watched(type(learner.S)):  # any assignment to the synapses' variables from Python is recorded
+        def __setattr__(self, name, value):
+            if name in ("w", "pre_trace", "apre"):
+                writes.append(name)
+            real_setattr(self, name, value)
+
+    learner.S.__class__ = Watched
     learner.train(x)
+    assert len(runs) == 1 and writes == []  # the whole training set in one Brian2 run, no weight step in Python
+    learner.S.w = learner.S.w[:]  # and a weight written from Python would have been seen
+    assert writes == ["w"]
+    learner.S.__class__ = Watched.__mro__[1]
+    learner.net.run = real_run
     after = direct_association_accuracy(torch.tensor(learner.responses(x)), y, torch.tensor(learner.responses(xt)), yt, 10)
     assert after["av"] >= before["av"] + 0.10, (before, after)
     assert not np.allclose(learner.weights, w0)

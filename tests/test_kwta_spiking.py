@@ -29,6 +29,9 @@ def test_spiking_winners_equal_rate_topk_with_margin():
     agree = (spk == rate).all(1).mean()
     assert agree >= 0.95, agree
     assert (spk.sum(1) >= k).mean() >= 0.95
+    # H matters: a circuit that ignored the thresholds (top-k of d) would miss the rate winners often
+    ignoring_h = kwta(torch.tensor(d), k).numpy().astype(int)
+    assert (ignoring_h == rate).all(1).mean() < 0.8
 
 
 def test_without_margin_the_circuit_can_disagree():

@@ -42,10 +42,23 @@ def test_unknown_simulator_is_named():
         simulator("nest", MLP((2, 2)))
 
 
-def test_brian2_objects_are_reachable(small_net):
-    s = simulator("brian2", small_net, steps=20)
-    s.run(torch.rand(2, 10))
+def test_brian2_objects_are_reachable_and_take_user_monitors(small_net):
+    """The Brian2 objects exist before the first run; monitors added before and after a run record,
+    and adding them does not change the spike counts."""
+    from neurolearn.sim.brian2_sim import quiet_brian2
+
+    b2 = quiet_brian2()
+    s = simulator("brian2", small_net, steps=20, copies=2)
     assert {"network", "input", "output", "synapses", "spikes"} <= set(s.objects)
+    x = torch.rand(2, 10, generator=torch.Generator().manual_seed(2))
+    first = s.run(x)
+    v = b2.StateMonitor(s.objects["output"], "v", record=[0, 1])
+    s.objects["network"].add(v)
+    assert torch.equal(s.run(x), first)
+    rate = b2.PopulationRateMonitor(s.objects["output"])
+    s.objects["network"].add(rate)
+    assert torch.equal(s.run(x), first)
+    assert v.v.shape == (2, 40) and len(rate.rate) == 20
 
 
 def test_brian2_kwta_population_picks_the_top_k_with_a_margin():

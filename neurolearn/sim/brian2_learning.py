@@ -10,8 +10,9 @@ Network (Diehl & Cook 2015 in outline; the rule of :class:`~neurolearn.plasticit
       dv/dt = -v / tau_m,   dtheta/dt = -theta / tau_theta,   spike when v > 1 + theta,
       reset v = 0, theta += theta_plus
 
-* one inhibitory cell that fires after any excitatory spike and hyperpolarises every excitatory cell
-  (lateral inhibition through an inhibitory population: the k = 1 competition);
+* one inhibitory cell that integrates the excitatory spikes (leak ``tau_m``) and fires at the
+  ``rule.k``-th one within a membrane time constant (threshold ``k - 1/2``), hyperpolarising every
+  excitatory cell (lateral inhibition through an inhibitory population: the k-winners competition);
 * input -> E synapses with the plasticity of ``KWTAHebbian.brian2_equations()`` (presynaptic traces,
   update on the postsynaptic spike), gated by a shared ``plastic`` flag that is 0 when responses are
   recorded.
@@ -58,7 +59,7 @@ class Brian2KWTALearner:
         self.E = b2.NeuronGroup(n_out, "dv/dt = -v / tau_m : 1 (unless refractory)\ndtheta/dt = -theta / tau_theta : 1",
                                 threshold="v > 1 + theta", reset="v = 0; theta += theta_plus", refractory=2 * b2.ms,
                                 method="exact", dt=step, namespace=self.namespace)
-        self.I = b2.NeuronGroup(1, "dv/dt = -v / tau_m : 1", threshold="v > 0.5", reset="v = 0", method="exact",
+        self.I = b2.NeuronGroup(1, "dv/dt = -v / tau_m : 1", threshold=f"v > {rule.k - 0.5}", reset="v = 0", method="exact",
                                 dt=step, namespace=self.namespace)
         self.EI = b2.Synapses(self.E, self.I, on_pre="v_post += 1", dt=step, namespace=self.namespace)
         self.EI.connect()

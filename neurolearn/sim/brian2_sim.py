@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_choice, check_float
+from .._validate import check_choice, check_float, check_int
 from .lif import LIFParams
 
 TARGETS = ("numpy", "cython")
@@ -80,7 +80,11 @@ class Brian2Network:
     over many steps (the race's resolution).
     ``copies`` examples run at once as independent
     blocks (block-diagonal synapses), the way to use one Brian2 run for many inputs. The Brian2 objects
-    of the last run are kept in ``self.objects`` (add monitors before calling :meth:`run`).
+    are built when the network is made and stay in ``self.objects`` (``"network"``, ``"input"``,
+    ``"output"``, ``"synapses"``, ``"spikes"``, and with ``kwta_k`` ``"inhibitory"``, ``"to_inhibitory"``,
+    ``"inhibition"``): add monitors with ``objects["network"].add(...)`` at any time; between chunks
+    of examples the cells' state variables are set back to rest (nothing is restored from a snapshot),
+    so monitors simply keep recording along the network's clock.
     """
 
     def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50,
@@ -96,11 +100,15 @@ class Brian2Network:
         self.gain = 1.0 if self.kwta_k is None else check_float("Brian2Network", "kwta_gain", kwta_gain, 0.0, 1.0, low_open=True)
         if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
             raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
-        self.dt, self.target, self.copies = dt, target, int(copies)
+        self.dt, self.target = check_float("Brian2Network", "dt", dt, 0.0, low_open=True), target
+        self.copies = check_int("Brian2Network", "copies", copies, 1)
+        b2 = quiet_brian2()
+        b2.prefs.codegen.target = self.target
         self.objects: dict = {}
+        self._build(b2)
 
     def _build(self, b2):
-        """Create the Brian2 objects for ``copies`` parallel examples once; ``store()`` their initial state."""
+        """Create the Brian2 objects for ``copies`` parallel examples (once, when the network is made)."""
         n_out, n_in = self.W.shape
         c = self.copies
         step = self.dt * b2.second
@@ -128,7 +136,6 @@ class Brian2Network:
         syn.w = np.tile(self.W.T.ravel(), c)
         mon = b2.SpikeMonitor(out_g)
         net = b2.Network(inp, out_g, syn, mon, *extra)
-        net.store("initial")
         self.objects = {"network": net, "input": inp, "output": out_g, "synapses": syn, "spikes": mon}
         if extra:
             self.objects.update(inhibitory=extra[0], to_inhibitory=extra[1], inhibition=extra[2])
@@ -136,7 +143,8 @@ class Brian2Network:
     def run(self, x, steps: int = 200, seed: int = 0) -> np.ndarray:
         """Spike counts ``(N, n_out)`` for inputs ``x`` ``(N, n_in)`` in [0, 1] over ``steps`` steps.
 
-        The network is built once (for ``copies`` examples at a time) and restored between chunks.
+        The network (built for ``copies`` examples at a time) runs one chunk of examples after another;
+        before each chunk the output cells (and inhibitory cells) are set back to rest, ``v = 0``.
         """
         b2 = quiet_brian2()
         x = np.asarray(x, dtype=float)
@@ -144,18 +152,22 @@ class Brian2Network:
             raise ValueError("Brian2Network.run: x must be in [0, 1] (spike probabilities per step)")
         b2.prefs.codegen.target = self.target
         n_out, n_in = self.W.shape
-        if not self.objects:
-            self._build(b2)
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ValueError(f"Brian2Network.run: x must have shape (N, {n_in}), got {x.shape}")
         o = self.objects
         out = np.zeros((x.shape[0], n_out))
         for start in range(0, x.shape[0], self.copies):
             xb = x[start : start + self.copies]
             c = xb.shape[0]
-            o["network"].restore("initial")
+            o["output"].v = 0
+            if "inhibitory" in o:
+                o["inhibitory"].u = 0
+            before = np.asarray(o["spikes"].count[:]).copy()
             b2.seed(seed + start)
             rates = np.zeros(self.copies * n_in)
             rates[: c * n_in] = xb.ravel() / self.dt
             o["input"].rates = rates * b2.Hz
             o["network"].run(steps * self.dt * b2.second, namespace={})
-            out[start : start + c] = np.asarray(o["spikes"].count[:]).reshape(self.copies, n_out)[:c]
+            counts = np.asarray(o["spikes"].count[:]) - before
+            out[start : start + c] = counts.reshape(self.copies, n_out)[:c]
         return out
