@@ -32,6 +32,20 @@ def test_every_simulator_gives_the_rate_output(sim, small_net):
     assert (out - y).abs().mean().item() < 0.03, sim.name
 
 
+@pytest.mark.parametrize("name", ["snntorch", "brian2"])
+def test_spiking_simulators_converge_to_the_rate_output(name, small_net):
+    """The spike-rate estimate of the graded outputs (0 < y < 1) gets closer to the rate output as the
+    simulated time grows (25 -> 100 -> 800 steps), in each spiking simulator, at the 1/sqrt(T) pace of
+    rate-coded (Bernoulli) input."""
+    x = torch.rand(20, 10, generator=torch.Generator().manual_seed(4))
+    y = small_net(x).detach()
+    inside = (y > 0) & (y < 1)
+    assert inside.sum() >= 40  # 24% of the 240 outputs are graded
+    errors = [(simulator(name, small_net, steps=s).run(x) - y).abs()[inside].mean().item() for s in (25, 100, 800)]
+    # rate-coded input: the estimate's noise falls as 1/sqrt(T), about 5.7x from 25 to 800 steps
+    assert errors[0] > errors[1] > errors[2] and errors[2] < errors[0] / 4 and errors[2] < 0.03, errors
+
+
 def test_every_simulator_is_deterministic_under_seed(sim):
     x = torch.rand(5, 10, generator=torch.Generator().manual_seed(1))
     assert torch.equal(sim.run(x), sim.run(x))

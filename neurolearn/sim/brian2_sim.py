@@ -65,13 +65,15 @@ def lif_spike_counts_brian2(currents, params: LIFParams = LIFParams(), duration:
 
 
 class Brian2Network:
-    """A converted one-layer network in Brian2: Poisson input -> integrate-and-fire output cells.
+    """A converted one-layer network in Brian2: Poisson input -> integrate-and-fire (or leaky) output cells.
 
     The same model as :class:`~neurolearn.sim.snntorch_sim.SnnTorchNetwork` written as equations:
     input cell ``j`` is a ``PoissonGroup`` cell of rate ``x_j / dt`` (a spike with probability ``x_j``
     per step); output cell ``i`` integrates ``dv/dt = b_i' / dt`` and jumps by ``W_ij'`` for each input
     spike (``on_pre: v_post += w``), fires at ``v > 1`` and resets by subtraction (``v -= 1``), so
-    ``count / T`` estimates ``clamp(W' x + b', 0, 1)``. With ``thresholds`` ``H`` each cell's adaptive
+    ``count / T`` estimates ``clamp(W' x + b', 0, 1)`` (Diehl et al. 2015). With ``tau_m`` (in steps) the
+    cells leak, ``dv/dt = (b_i' - (1 - exp(-1/tau_m)) v) / dt`` between input spikes: one Euler step is
+    the snnTorch cell's ``v <- exp(-1/tau_m) v + b'``. With ``thresholds`` ``H`` each cell's adaptive
     threshold offset (in units of drive per step) is subtracted from its drive (``dv/dt = (b_i' - H_i) / dt``),
     so the cells compete on ``W' x + b' - H``; with ``kwta_k = k`` an inhibitory cell per example counts
     the excitatory spikes and at the k-th hyperpolarises every output cell of that example (lateral
@@ -88,7 +90,7 @@ class Brian2Network:
     """
 
     def __init__(self, weight, bias, dt: float = 1e-3, target: str = "numpy", copies: int = 50,
-                 kwta_k: int | None = None, thresholds=None, kwta_gain: float = 0.05):
+                 kwta_k: int | None = None, thresholds=None, kwta_gain: float = 0.05, tau_m: float | None = None):
         check_choice("Brian2Network", "target", target, TARGETS)
         self.W = np.asarray(weight, dtype=float)
         self.b = np.asarray(bias, dtype=float)
@@ -101,6 +103,7 @@ class Brian2Network:
         if self.W.ndim != 2 or self.b.shape != (self.W.shape[0],):
             raise ValueError(f"Brian2Network: weight must be (n_out, n_in) and bias (n_out,), got {self.W.shape}, {self.b.shape}")
         self.dt, self.target = check_float("Brian2Network", "dt", dt, 0.0, low_open=True), target
+        self.tau_m = None if tau_m is None else check_float("Brian2Network", "tau_m", tau_m, 0.0, low_open=True)
         self.copies = check_int("Brian2Network", "copies", copies, 1)
         b2 = quiet_brian2()
         b2.prefs.codegen.target = self.target
@@ -113,9 +116,13 @@ class Brian2Network:
         c = self.copies
         step = self.dt * b2.second
         inp = b2.PoissonGroup(c * n_in, rates=np.zeros(c * n_in) * b2.Hz, dt=step)
-        out_g = b2.NeuronGroup(c * n_out, "dv/dt = gain * (bias - theta) / tstep : 1\nbias : 1 (constant)\n"
-                               "theta : 1 (constant)\ntstep : second (constant)\ngain : 1 (constant)",
+        # leak 1 - exp(-1/tau_m) of v per step (none: integrate-and-fire), as the snnTorch cells
+        leak = 0.0 if self.tau_m is None else 1.0 - float(np.exp(-1.0 / self.tau_m))
+        out_g = b2.NeuronGroup(c * n_out, "dv/dt = (gain * (bias - theta) - leak * v) / tstep : 1\nbias : 1 (constant)\n"
+                               "theta : 1 (constant)\ntstep : second (constant)\ngain : 1 (constant)\n"
+                               "leak : 1 (constant)",
                                threshold="v > 1", reset="v -= 1", method="euler", dt=step)
+        out_g.leak = leak
         out_g.bias = np.tile(self.b, c)
         out_g.theta = np.tile(self.theta, c)
         out_g.gain = self.gain

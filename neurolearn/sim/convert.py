@@ -43,13 +43,22 @@ class SpikingModel:
 
 
 def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.Tensor | None = None,
-               percentile: float = 99.9, device=None, **brian2_options) -> SpikingModel:
+               percentile: float = 99.9, device=None, tau_m: float | None = None, **brian2_options) -> SpikingModel:
     """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers.
+
+    ``tau_m`` (steps): membrane time constant of the spiking cells; ``None`` (default) is the
+    integrate-and-fire limit ``tau_m -> inf`` in which ``count / T`` estimates the rate output.
+    Networks trained by equilibrium propagation with more than one layer are refused: their output is
+    the fixed point of a bidirectional relaxation, not the feed-forward pass converted here.
 
     ``simulator="brian2"`` supports one-layer networks (:class:`~neurolearn.sim.brian2_sim.Brian2Network`;
     ``brian2_options``: ``target``, ``copies``, ``dt``, ``kwta_k``, ``thresholds``).
     """
     check_choice("to_spiking", "simulator", simulator, SIMULATORS)
+    if network.n_layers > 1 and network.hidden_activation == "hardsigmoid":
+        raise ParameterError("to_spiking: a multi-layer hardsigmoid network is the bidirectional network of "
+                             "equilibrium propagation; its feed-forward conversion would not be the network compared "
+                             "(convert one-layer EP networks, or feed-forward ReLU networks)")
     check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
     scales = [1.0]
     h = calibration_x
@@ -69,7 +78,8 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
     weights = [layer.weight.detach() * scales[l] / scales[l + 1] for l, layer in enumerate(network.layers)]
     biases = [(layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_features)) / scales[l + 1]
               for l, layer in enumerate(network.layers)]
-    describes = (f"spike count / T (steps) estimates clamp(h_l / lambda_l, 0, 1) with lambda = {scales[1:]}; "
+    describes = ((f"leaky cells (tau_m = {tau_m} steps), below the following for weak drives: " if tau_m is not None else "")
+                 + f"spike count / T (steps) estimates clamp(h_l / lambda_l, 0, 1) with lambda = {scales[1:]}; "
                  + ("for the hardsigmoid output: the rate output y = clamp(W x + b, 0, 1) itself"
                     if network.output_activation == "hardsigmoid" else "the output scaled by 1 / lambda_L"))
     if simulator == "brian2":
@@ -77,7 +87,7 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
 
         if len(weights) != 1:
             raise ParameterError(f"to_spiking: simulator 'brian2' supports one-layer networks, got {len(weights)} layers")
-        return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(),
+        return SpikingModel(simulator, Brian2Network(weights[0].numpy(), biases[0].numpy(), tau_m=tau_m,
                                                      **{k: v for k, v in brian2_options.items() if v is not None or k != "thresholds"}),
                             scales, describes)
-    return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device), scales, describes)
+    return SpikingModel(simulator, SnnTorchNetwork(weights, biases, device, tau_m), scales, describes)

@@ -6,9 +6,11 @@ One step of length ``dt`` of snnTorch's ``Leaky`` neuron with reset to zero appl
 
 is the exact solution of ``tau dv/dt = -v + R I`` over the step for a current held constant during
 it; after a spike ``v`` is held at 0 for ``round(t_ref / dt)`` steps (refractory period, enforced
-here because ``Leaky`` has none). A converted network (:func:`neurolearn.sim.to_spiking`) uses the
-non-leaky limit ``beta = 1`` (integrate-and-fire, reset by subtraction), in which the spike count of
-a cell over ``T`` steps divided by ``T`` estimates its rate output (Diehl et al. 2015).
+here because ``Leaky`` has none). A converted network (:func:`neurolearn.sim.to_spiking`) uses by
+default the non-leaky limit ``beta = 1`` (``tau_m -> inf``: integrate-and-fire, reset by subtraction),
+in which the spike count of a cell over ``T`` steps divided by ``T`` estimates its rate output
+(Diehl et al. 2015); with a finite membrane time constant ``tau_m`` (in steps) the cells leak,
+``v[t+1] = exp(-1/tau_m) v[t] + I[t]``, and the rate falls below the rate output for weak drives.
 """
 
 from __future__ import annotations
@@ -54,15 +56,18 @@ class SnnTorchNetwork:
     Input: Bernoulli spike trains, pixel ``x_j`` firing with probability ``x_j`` per step (rate
     coding at up to one spike per step). Layer ``l`` receives the current
     ``I_l[t] = W_l' s_{l-1}[t] + b_l'`` (normalised weights, see :func:`to_spiking`); its cells
-    integrate without leak (``beta = 1``), fire at threshold 1 and reset by subtraction, at most once
-    per step, so ``count / T`` estimates ``clamp(W_l' r_{l-1} + b_l', 0, 1)``.
+    integrate without leak (``beta = 1``, ``tau_m=None``) or leak with ``beta = exp(-1 / tau_m)``
+    (``tau_m`` in steps), fire at threshold 1 and reset by subtraction, at most once per step; without
+    leak ``count / T`` estimates ``clamp(W_l' r_{l-1} + b_l', 0, 1)`` (Diehl et al. 2015).
     """
 
-    def __init__(self, weights: list, biases: list, device=None):
+    def __init__(self, weights: list, biases: list, device=None, tau_m: float | None = None):
         self.device = torch.device(device) if device is not None else weights[0].device
         self.weights = [w.detach().to(self.device, torch.float32) for w in weights]
         self.biases = [b.detach().to(self.device, torch.float32) for b in biases]
-        self.cells = [snn.Leaky(beta=1.0, threshold=1.0, reset_mechanism="subtract", reset_delay=False)
+        self.tau_m = None if tau_m is None else check_float("SnnTorchNetwork", "tau_m", tau_m, 0.0, low_open=True)
+        beta = 1.0 if tau_m is None else math.exp(-1.0 / tau_m)
+        self.cells = [snn.Leaky(beta=beta, threshold=1.0, reset_mechanism="subtract", reset_delay=False)
                       for _ in self.weights]
 
     @torch.no_grad()
