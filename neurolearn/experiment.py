@@ -98,7 +98,8 @@ def setup_checkable(recipe: dict):
     if recipe["credit"]["type"] == "equilibrium":
         return (lambda s: EquilibriumProp().checkable(s)), n_pop
     if n_pop == 2 and recipe["objective"]["type"] == "self_defined":
-        return (lambda s: self_defined_delta_checkable(s[0], s[1], 1, out_act)), n_pop
+        k = recipe["objective"]["k"]
+        return (lambda s: self_defined_delta_checkable(s[0], s[1], k, out_act)), n_pop
     hidden = recipe["network"]["hidden_activation"]
     pathway = "KWTA" if recipe["objective"]["type"] == "self_defined" else "target"
     return (lambda s: Backprop().checkable(s, pathway, out_act, hidden)), n_pop

@@ -130,7 +130,7 @@ def test_cli_run_and_errors(tmp_path, capsys):
     assert main(["run", str(rec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "untrained" in out and "trained" in out and "direct av" in out
-    assert "locality of the training step (SelfDefinedTarget(k=1) + Delta): LOCAL" in out
+    assert "locality of the training step (SelfDefinedTarget(k=3) + Delta): LOCAL" in out
     assert "spiking (snnTorch, 50 steps): direct av" in out and "spiking (Brian2, 50 steps): direct av" in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nlearning_rate = 1\n")

@@ -54,6 +54,7 @@ class KWTA:
         check_int("KWTA", "k", self.k, 1)
 
     def __call__(self, v: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
+        """Winner mask ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1)."""
         if self.k > v.shape[-1]:
             raise ValueError(f"KWTA: k must be <= the number of cells ({v.shape[-1]}), got {self.k}")
         return kwta(v, self.k, threshold)

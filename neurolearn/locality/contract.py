@@ -193,7 +193,9 @@ class LocalUpdate(Protocol):
     spec: StateSpec
     contracts: Mapping[str, Contract]
 
-    def update(self, state: State) -> Mapping[str, torch.Tensor]: ...
+    def update(self, state: State) -> Mapping[str, torch.Tensor]:
+        """``{layer name: dW}`` (shape ``(n_post, n_pre)``) for a state drawn from ``spec`` (DESIGN.md section 4)."""
+        ...
 
 
 @dataclass(frozen=True)

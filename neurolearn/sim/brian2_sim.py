@@ -76,8 +76,9 @@ class Brian2Network:
     the snnTorch cell's ``v <- exp(-1/tau_m) v + b'``. With ``thresholds`` ``H`` each cell's adaptive
     threshold offset (in units of drive per step) is subtracted from its drive (``dv/dt = (b_i' - H_i) / dt``),
     so the cells compete on ``W' x + b' - H``; with ``kwta_k = k`` an inhibitory cell per example counts
-    the excitatory spikes and at the k-th hyperpolarises every output cell of that example (lateral
-    inhibition through an inhibitory population): the cells that fired are the spiking k winners. In
+    the excitatory cells that have fired (each cell's first spike) and at the k-th hyperpolarises every
+    output cell of that example (lateral inhibition through an inhibitory population): the cells that
+    fired are the spiking k winners. In
     that mode all drives are scaled by ``kwta_gain`` so that first spikes, ordered by drive, are spread
     over many steps (the race's resolution).
     ``copies`` examples run at once as independent
@@ -130,7 +131,8 @@ class Brian2Network:
         extra = []
         if self.kwta_k is not None:
             inh = b2.NeuronGroup(c, "u : 1", threshold=f"u > {self.kwta_k - 0.5}", reset="u = -1e9", dt=step)
-            ei = b2.Synapses(out_g, inh, on_pre="u_post += 1", dt=step)
+            # each excitatory cell counts once: the k-th *distinct* cell to fire triggers the inhibition
+            ei = b2.Synapses(out_g, inh, "fired : 1", on_pre="u_post += 1 - fired\nfired = 1", dt=step)
             ei.connect(i=np.arange(c * n_out), j=np.repeat(np.arange(c), n_out))
             ie = b2.Synapses(inh, out_g, on_pre="v_post = -1e9", dt=step)
             ie.connect(i=np.repeat(np.arange(c), n_out), j=np.arange(c * n_out))
@@ -169,6 +171,7 @@ class Brian2Network:
             o["output"].v = 0
             if "inhibitory" in o:
                 o["inhibitory"].u = 0
+                o["to_inhibitory"].fired = 0
             before = np.asarray(o["spikes"].count[:]).copy()
             b2.seed(seed + start)
             rates = np.zeros(self.copies * n_in)

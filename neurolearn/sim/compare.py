@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .._validate import check_int
 from ..eval.association import assign_classes, predict_direct
 from ..runs import atomic_path, write_json
 from .convert import to_spiking
@@ -26,7 +27,12 @@ def _acc(train_r, train_y, test_r, test_y, n_classes, mode="av"):
 
 
 def topk_agreement(rate: torch.Tensor, spiking: torch.Tensor, k: int, H: torch.Tensor | None = None) -> dict:
-    """Fraction of samples whose top-``k`` sets of ``rate - H`` and ``spiking - H`` are equal, and mean overlap."""
+    """How often the k winners of two simulations agree.
+
+    With ``A_b = top_k(rate_b - H)`` and ``S_b = top_k(spiking_b - H)`` (the kWTA of Liu et al. 2024,
+    Eq. 1, on each simulation's output), returns ``equal = mean_b [A_b = S_b]`` and
+    ``overlap = mean_b |A_b & S_b| / k``.
+    """
     H = torch.zeros(rate.shape[1]) if H is None else H
     a = torch.topk(rate - H, k, dim=1).indices
     b = torch.topk(spiking - H, k, dim=1).indices
@@ -41,9 +47,18 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
                     seed: int = 0, device=None, brian2: bool = False, brian2_target: str = "numpy") -> dict:
     """Compare ``rate_fn(x)`` (the rate network's output) with its snnTorch (and Brian2) conversion on ``ds``.
 
-    Brian2 (one-layer networks) is scored with the cell-to-class assignment of the rate network: its
-    spike counts estimate the rate output, so the same assignment applies.
+    Reported on the test inputs: direct-association accuracy of each simulator (Liu et al. 2024:
+    each cell gets the class it responds to most on the assignment set); the Pearson correlation
+    ``r = cov(y, c/T) / (sd(y) sd(c/T))`` over all (sample, cell) pairs of rate outputs ``y`` and spike
+    rates ``c / T``; the mean ``|y - c/T|``; :func:`topk_agreement` of the k winners; spikes per
+    inference (input and every layer); accuracy against simulated time (every ``record_every`` steps);
+    with ``brian2``, the Brian2 accuracy (scored with the rate network's cell-to-class assignment: its
+    spike counts estimate the rate output) and how often the Brian2 k-winners circuit (inhibitory cell,
+    thresholds ``H``) picks the top-k of the drive ``u - H``. Conversion: Diehl et al. 2015.
     """
+    check_int("compare_network", "steps", steps, 1)
+    check_int("compare_network", "record_every", record_every, 1)
+    record_every = min(record_every, steps)  # at least one point of the accuracy-vs-time curve
     xa, ya = ds.x_train[: assign_limit or None], ds.y_train[: assign_limit or None]
     xt, yt = ds.x_test[: test_limit or None], ds.y_test[: test_limit or None]
     with torch.no_grad():
@@ -87,7 +102,11 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
         kw_model = to_spiking(network, "brian2", calibration_x=xa, target=brian2_target, kwta_k=k,
                               thresholds=None if H is None else H.numpy())
         winners = (kw_model.rates(xt[:n_k], steps, seed + 3) > 0).float()
-        ref = torch.zeros_like(rt[:n_k]).scatter_(1, torch.topk(rt[:n_k] - (0 if H is None else H), k, dim=1).indices, 1.0)
+        # the reference: the rate kWTA of the drive u - H the circuit competes on (the clamped output
+        # y = clamp(u, 0, 1) ties every saturated cell at 1, where the rate top-k would be arbitrary)
+        with torch.no_grad():
+            drive = network.layers[0](xt[:n_k])
+        ref = torch.zeros_like(drive).scatter_(1, torch.topk(drive - (0 if H is None else H), k, dim=1).indices, 1.0)
         overlap = (winners * ref).sum(1) / k
         out["brian2_kwta"] = {"inputs": n_k, "equal": ((winners == ref).all(1)).double().mean().item(),
                               "overlap": overlap.mean().item(), "winners_per_input": winners.sum(1).mean().item()}

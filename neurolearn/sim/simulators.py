@@ -31,6 +31,7 @@ class RateSimulator:
 
     @torch.no_grad()
     def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Rate output ``respond(network, x)``: ``clamp(W x + b, 0, 1)`` for one feed-forward layer (Liu et al. 2024)."""
         return self.respond(self.network, x)
 
 
@@ -45,6 +46,7 @@ class SnnTorchSimulator:
         self.seed = seed
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Spike rates ``counts / steps`` of the converted network (estimate ``clamp(W x + b, 0, 1)``, Diehl et al. 2015)."""
         return self.model.rates(x, self.steps, self.seed)
 
 
@@ -65,6 +67,7 @@ class Brian2Simulator:
         return self.model.network.objects
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
+        """Spike rates ``counts / steps`` of the Brian2 network (estimate ``clamp(W x + b - H, 0, 1)``; with ``kwta_k`` the winners fire)."""
         return self.model.rates(x, self.steps, self.seed)
 
 
