@@ -9,7 +9,7 @@ from neurolearn.locality import (CellParam, Cells, Checkable, CheckerError, Cont
                                  assert_local, assert_nonlocal, check, check_batch_additivity,
                                  check_permutation_equivariance, check_scaling, single_layer)
 from neurolearn.objectives import self_defined_delta_checkable
-from neurolearn.plasticity import ContrastiveHebbian, Delta
+from neurolearn.plasticity import ContrastiveHebbian, Delta, KWTAHebbian
 
 HEBB = Contract("Hebb", allows={"pre", "post"})
 WITH_W = Contract("with weight", allows={"pre", "post", "weight"})
@@ -133,8 +133,16 @@ def test_zero_gradient_dependency_is_still_caught():
 
 # ----------------------------------------------------------------------------- built-ins
 def test_builtin_rules_are_local():
-    for ch in (Delta().checkable(3, 2), ContrastiveHebbian().checkable(3, 2)):
+    for ch in (Delta().checkable(3, 2), ContrastiveHebbian().checkable(3, 2), KWTAHebbian().checkable(3, 2)):
         assert_local(ch, **KW)
+
+
+def test_kwta_hebbian_reads_its_own_weight():
+    """The opposite verdict: under a contract without ``weight`` the decay term -d_i W_ij is caught."""
+    ch = KWTAHebbian().checkable(3, 2)
+    no_w = Contract("no weight", allows={"pre", "post", "neuron_signal"}, pathways=("KWTA",))
+    r = assert_nonlocal(Checkable(ch.name, ch.spec, {"W": no_w}, ch.update), **KW)
+    assert "reads its own weight the contract does not allow" in r.kinds
 
 
 def test_builtin_rules_nonlocal_when_their_contract_is_narrowed_or_a_term_is_planted():
@@ -303,6 +311,7 @@ def test_checker_errors_name_the_problem():
 
 # ----------------------------------------------------------------------------- invariances
 @pytest.mark.parametrize("make", [lambda: Delta().checkable(4, 3), lambda: ContrastiveHebbian().checkable(4, 3),
+                                  lambda: KWTAHebbian().checkable(4, 3),
                                   lambda: self_defined_delta_checkable(4, 3), lambda: Backprop().checkable((4, 3, 2)),
                                   lambda: EquilibriumProp().checkable((4, 3, 2))])
 def test_builtins_permutation_equivariant_and_additive(make):
@@ -334,6 +343,8 @@ def test_scaling_laws():
     (lambda: ContrastiveHebbian().checkable(3, 2),
      ["pre_free", "post_free", "pre_nudged", "post_nudged"], 2),                   # products of two states
     (lambda: self_defined_delta_checkable(3, 2), ["x"], 1),                       # delta rule in x
+    (lambda: KWTAHebbian().checkable(3, 2), ["x", "W"], 1),                        # d (c x - W): linear in (x, W)
+    (lambda: KWTAHebbian().checkable(3, 2), ["d"], 1),                             # ... and in the winners
     (lambda: Backprop().checkable((3, 2, 2)), ["x"], 1),                           # dW1 = e1 x^T (layer W1 only)
     (lambda: EquilibriumProp().checkable((3, 2, 2)),
      ["s0_free", "s1_free", "s2_free", "s0_nudged", "s1_nudged", "s2_nudged"], 2),

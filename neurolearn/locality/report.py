@@ -2,8 +2,8 @@
 
 Each entry is a factory ``sizes -> Checkable`` so Hypothesis draws (and shrinks) the network sizes,
 and the verdict the design expects (DESIGN.md section 4): backprop through two layers is non-local
-(weight transport); the delta rule, the contrastive Hebbian rule, equilibrium propagation and the
-self-defined target with the delta rule (winners delivered by the KWTA circuit) are local.
+(weight transport); the kWTA Hebbian rule, the delta rule, the contrastive Hebbian rule,
+equilibrium propagation and the self-defined target with the delta rule (winners delivered by the KWTA circuit) are local.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ def builtin_checks() -> list:
     """``(factory, n_populations, expected_local)`` for every built-in rule and credit method."""
     from ..credit import Backprop, EquilibriumProp
     from ..objectives import self_defined_delta_checkable
-    from ..plasticity import ContrastiveHebbian, Delta
+    from ..plasticity import ContrastiveHebbian, Delta, KWTAHebbian
 
     return [
+        (lambda s: KWTAHebbian().checkable(s[0], s[1]), 2, True),
         (lambda s: Delta().checkable(s[0], s[1]), 2, True),
         (lambda s: ContrastiveHebbian().checkable(s[0], s[1]), 2, True),
         (lambda s: self_defined_delta_checkable(s[0], s[1], k=1), 2, True),

@@ -3,5 +3,6 @@
 from .base import LowRankUpdate, apply_updates
 from .contrastive_hebbian import ContrastiveHebbian
 from .delta import Delta
+from .hebbian_kwta import KWTAHebbian
 
-__all__ = ["LowRankUpdate", "apply_updates", "Delta", "ContrastiveHebbian"]
+__all__ = ["LowRankUpdate", "apply_updates", "Delta", "ContrastiveHebbian", "KWTAHebbian"]

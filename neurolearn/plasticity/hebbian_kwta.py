@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_float, check_int
-from ..locality.contract import Contract
+from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
 
 CONTRACT = Contract("KWTAHebbian", allows={"pre", "post", "trace", "weight", "neuron_signal"}, pathways=("KWTA",))
 
@@ -55,6 +55,15 @@ class KWTAHebbian:
     def torch_update(self, x: torch.Tensor, d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """``dW = eta sum_b d_bi (c x_bj - W_ij)`` (pure; batch = sum of per-sample updates)."""
         return self.eta * (d.T @ (self.c * x) - d.sum(0)[:, None] * W)
+
+    def checkable(self, n_pre: int, n_post: int) -> Checkable:
+        """:meth:`torch_update` as a checkable update: ``x`` (pre cells), the winners ``d`` delivered to
+        each output cell by the KWTA circuit (pathway ``"KWTA"``) and the weights ``W``; the change of
+        ``W_ij`` reads ``x_j``, ``d_i`` and ``W_ij`` only (sign: ``dW``, not a gradient)."""
+        spec = StateSpec({"input": n_pre, "output": n_post}, (Layer("W", post="output", pre="input"),),
+                         {"x": Cells("input"), "d": Signal("output", "KWTA"), "W": Weight("W")})
+        return Checkable("KWTAHebbian", spec, {"W": self.contract},
+                         lambda s: {"W": self.torch_update(s["x"], s["d"], s["W"])})
 
     def brian2_equations(self) -> dict:
         """``model``, ``on_pre``, ``on_post`` strings for a Brian2 ``Synapses`` (see module docstring).
