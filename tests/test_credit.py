@@ -228,6 +228,19 @@ def test_alternating_solver_reaches_the_euler_fixed_point(beta):
     assert max((a - s).abs().max().item() for a, s in zip(free_a, short)) > 1e-2
 
 
+def test_alternating_solver_on_one_layer_keeps_the_input_drive():
+    """One layer, stepped (not the closed form): the solver reaches clamp(u, 0, 1) and leaves the
+    precomputed input drive u untouched for the nudged phase that reuses it."""
+    net = _net((6, 9), hidden_activation="hardsigmoid", init_gain=3.0)
+    x = torch.rand(4, 6)
+    u = net.layers[0](x).detach()
+    u0 = u.clone()
+    alt = EquilibriumProp(exact_single_layer=False, free_solver="alternating")
+    out = alt.relax(net, x, drive0=u)[0]
+    assert torch.equal(u, u0) and torch.allclose(out, u0.clamp(0, 1))
+    assert ((u0 < 0) | (u0 > 1)).any()
+
+
 def test_alternating_sweeps_never_increase_the_energy():
     """Each sweep sets one layer to the exact minimiser of F with its neighbours held: F decreases."""
     torch.manual_seed(1)

@@ -193,7 +193,7 @@ class EquilibriumProp:
                     drive = drive + topdown(states[l + 1], W[l + 1])
                 elif nudge is not None:
                     drive = (drive + nudge * target) / (1.0 + nudge)
-                new = drive.clamp_(0.0, 1.0)
+                new = drive.clamp(0.0, 1.0) if drive is drive0 else drive.clamp_(0.0, 1.0)  # drive0 is reused
                 moved = max(moved, (new - states[l]).abs().max().item())
                 states[l] = new
             if moved <= self.solver_tol:
