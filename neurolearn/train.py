@@ -6,7 +6,10 @@ Per epoch ``e`` (Liu et al. 2024, Algorithm 1): the objective's state is reset i
 the batches come from :func:`neurolearn.data.batch_indices` (deterministic per seed and epoch), and
 each batch is one ``credit.step``. For a one-layer network trained by plain SGD, ``block`` batches
 share one input GEMM and one weight write (:class:`~neurolearn.plasticity.base.DeferredLayer`):
-the same updates, exactly, with two large matrix products per block instead of two small ones per batch. After every epoch a checkpoint is written atomically; a loss or
+the same updates, exactly, with two large matrix products per block instead of two small ones per batch.
+Input cells that are zero in every training sample (MNIST's border: 111 of 784 pixels) contribute
+nothing to any current and receive no update, so the blocks of an epoch work on a compact copy of the
+other columns of ``W``, written back at the end of the epoch. After every epoch a checkpoint is written atomically; a loss or
 weight that stops being finite stops the run with :class:`DivergenceError` *before* anything is
 written, so the last good checkpoint stays intact. ``resume=True`` continues after the last
 checkpoint and reproduces the uninterrupted run (same batches, same random masks).
@@ -28,6 +31,26 @@ from .runs import load_tensors, save_tensors, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_INFO = "checkpoint.json"
+
+
+#: largest fraction of active input columns for which one-layer blocks run on a compact weight copy
+COMPACT_COLUMNS = 0.95
+
+
+def active_columns(x: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the input columns that are non-zero in some row of ``x`` (padded with silent ones
+    to a multiple of 16), or ``None`` when more than :data:`COMPACT_COLUMNS` of them are active (then a
+    compact copy saves too little)."""
+    active = x.ne(0).any(0)
+    n = int(active.sum())
+    if n > COMPACT_COLUMNS * x.shape[1]:
+        return None
+    # a multiple of 16 columns keeps the compact matrix's rows aligned (an odd width makes the
+    # in-place weight GEMM markedly slower); the padding columns are silent ones
+    pad = min(-n % 16, x.shape[1] - n)
+    if pad:
+        active[(~active).nonzero().squeeze(1)[:pad]] = True
+    return active.nonzero().squeeze(1)
 
 
 class DivergenceError(RuntimeError):
@@ -137,6 +160,11 @@ class Trainer:
                 total, n = 0.0, 0
                 batches = batch_indices(x.shape[0], bs, self.seed, self.epoch)
                 block = self.training.get("block", 1) if self.deferrable else 1
+                compact = None
+                if block > 1:  # the columns of input cells active somewhere in x: a compact weight copy
+                    cols = active_columns(x)
+                    if cols is not None:
+                        compact = self.net.layers[0].weight.detach()[:, cols].contiguous()
                 for start in range(0, len(batches), block):
                     group = batches[start : start + block]
                     defer, masks = None, [None] * len(group)
@@ -146,9 +174,11 @@ class Trainer:
                         rows = [len(idx) for idx in group]
                         block_x = self.net._drop(x[torch.cat(group)], 0, self.generator)
                         out_masks = self.net.output_mask(block_x.shape[0], self.generator, block_x.device)
+                        if compact is not None:
+                            block_x = block_x[:, cols]
                         inputs = list(block_x.split(rows))
                         masks = list(out_masks.split(rows)) if out_masks is not None else masks
-                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], block_x)
+                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], block_x, compact)
                     for idx, xi, mi in zip(group, inputs, masks):
                         lab = labels[idx] if labels is not None else None
                         kw = {"defer": defer, "out_mask": mi} if defer is not None else {}
@@ -164,6 +194,9 @@ class Trainer:
                         n += len(idx)
                     if defer is not None:
                         defer.flush()
+                if compact is not None:  # the epoch's updates of the active columns, written back once
+                    with torch.no_grad():
+                        self.net.layers[0].weight[:, cols] = compact
                 self.train_seconds += time.perf_counter() - t0
                 if not all(torch.isfinite(p).all() for p in self.net.parameters()):
                     raise DivergenceError(f"weights stopped being finite at epoch {self.epoch + 1}; last good checkpoint kept")

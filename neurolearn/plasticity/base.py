@@ -95,26 +95,17 @@ class DeferredLayer:
     for the whole block and the weights are written once per block (``W <- W_0 - lr E^T X``): two large
     efficient GEMMs instead of 2M small ones, the same arithmetic up to float rounding.
 
-    Input cells silent in every row of the block (``X[:, j] = 0``: MNIST's borders, dropped-out
-    pixels; about a third of the 784 columns in a block of 128 digits) add nothing to ``x W^T`` and
-    receive no update, so when fewer than ``SPARSE_COLUMNS`` of the columns are active both GEMMs
-    run on the active columns only (``W[:, J]`` gathered once, updated, written back): the same sums
-    without their zero terms.
+    ``weight`` (default: the layer's own) is the matrix read and updated: the trainer passes a compact
+    copy ``W[:, J]`` of the columns of input cells that are ever active (see
+    :class:`~neurolearn.train.Trainer`), with ``block_inputs`` restricted to the same columns.
     """
 
-    #: largest fraction of active input columns for which the GEMMs are restricted to them
-    SPARSE_COLUMNS = 0.85
-
-    def __init__(self, layer: nn.Linear, lr: float, block_inputs: torch.Tensor):
+    def __init__(self, layer: nn.Linear, lr: float, block_inputs: torch.Tensor, weight: torch.Tensor | None = None):
         self.layer, self.lr = layer, lr
-        W = layer.weight.detach()
-        self.cols = None
-        active = block_inputs.ne(0).any(0)
-        n_active = int(active.sum())
-        if n_active < self.SPARSE_COLUMNS * block_inputs.shape[1]:
-            self.cols = active.nonzero().squeeze(1)
-            block_inputs = block_inputs.index_select(1, self.cols)
-            W = W.index_select(1, self.cols)  # a compact copy: updated in flush(), then written back
+        W = layer.weight.detach() if weight is None else weight
+        if W.shape != (layer.out_features, block_inputs.shape[1]):
+            raise ValueError(f"DeferredLayer: weight {tuple(W.shape)} does not match ({layer.out_features}, "
+                             f"{block_inputs.shape[1]} block input columns)")
         self.W = W
         if layer.bias is not None:  # W X^T computed as (n_out, rows): the faster GEMM layout here
             self.U0 = torch.addmm(layer.bias.detach()[:, None], W, block_inputs.T).T.contiguous()
@@ -153,11 +144,7 @@ class DeferredLayer:
             return
         with torch.no_grad():
             E = self.E[: self.done]
-            if self.cols is None:
-                self.layer.weight.addmm_(E.T, self.X[: self.done], alpha=-self.lr)
-            else:
-                self.W.addmm_(E.T, self.X[: self.done], alpha=-self.lr)
-                self.layer.weight.index_copy_(1, self.cols, self.W)
+            self.W.addmm_(E.T, self.X[: self.done], alpha=-self.lr)
             if self.layer.bias is not None:
                 self.layer.bias.add_(E.sum(0), alpha=-self.lr)
         self.done = self.rows = 0
