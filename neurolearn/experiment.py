@@ -111,8 +111,18 @@ def locality_verdict(recipe: dict, seed: int = 0) -> dict:
 
     factory, n = setup_checkable(recipe)
     report = check(factory, n_populations=n, seed=seed, max_examples=15)
-    return {"rule": report.name, "local": report.local, "violations": [str(v) for v in report.violations],
-            "seconds": report.seconds, "text": str(report)}
+    out = {"rule": report.name, "local": report.local, "violations": [str(v) for v in report.violations],
+           "seconds": report.seconds, "text": str(report)}
+    obj = recipe["objective"]
+    if obj["type"] == "self_defined":  # the homeostasis circuit that feeds the KWTA target, checked too
+        from .circuits import homeostasis_checkable
+
+        mode, gamma, eta = obj["mode"], obj["gamma"], obj["eta"]
+        h = check(lambda s: homeostasis_checkable(s[0], mode, gamma, 0.1, eta), n_populations=1, seed=seed,
+                  max_examples=15)
+        out["homeostasis"] = {"rule": h.name, "local": h.local, "violations": [str(v) for v in h.violations],
+                              "contract": next(iter(h.contracts.values())).describe()}
+    return out
 
 
 def format_table(rows: dict[str, dict]) -> str:
@@ -189,9 +199,12 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
         metrics["locality"] = loc
         lines.append(f"locality of the training step ({loc['rule']}): {'LOCAL' if loc['local'] else 'NON-LOCAL'}"
                      + ("" if loc["local"] else " -- " + "; ".join(loc["violations"])))
-        if recipe["objective"]["type"] == "self_defined":
-            lines.append("  (homeostasis: H_i moves with cell i's own wins only -- the batch mean is a trace of that cell "
-                         "over the batch's samples; mode = 'sequential' makes it an exponential trace)")
+        if "homeostasis" in loc:
+            h = loc["homeostasis"]
+            lines.append(f"locality of the homeostasis ({h['rule']}, {h['contract']}): "
+                         + ("LOCAL" if h["local"] else "NON-LOCAL -- " + "; ".join(sorted({v.split(': ')[-1] for v in h["violations"]})))
+                         + ("" if h["local"] else " (each H_i reads only its own cell's wins, averaged over the batch's "
+                            "samples; [objective] mode = 'sequential' presents them as a sequence: local)"))
     if ev["spiking"] != "none":
         from .sim.compare import compare_network
 

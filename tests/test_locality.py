@@ -137,6 +137,26 @@ def test_builtin_rules_are_local():
         assert_local(ch, **KW)
 
 
+def test_homeostasis_batch_mean_is_a_batch_statistic_sequential_mode_is_local():
+    """The homeostasis circuit (the real Homeostasis.update, run on drawn states): the mini-batch mean
+    is caught as batch statistics; the sequential mode, declared a sequence, is local; under a sequence
+    contract the batch mean passes; a planted read of another cell's wins is caught in either mode."""
+    from neurolearn.circuits import homeostasis_checkable
+
+    r = assert_nonlocal(lambda s: homeostasis_checkable(s[0], "batch"), n_populations=1, kinds={"batch statistics"}, **KW)
+    assert r.layer_local("H") is False
+    assert_local(lambda s: homeostasis_checkable(s[0], "sequential"), n_populations=1, **KW)
+    batch = homeostasis_checkable(3, "batch")
+    seq = Contract("declared sequence", allows={"post", "weight", "neuron_signal"}, pathways=("KWTA",), batch="sequence")
+    assert_local(Checkable(batch.name, batch.spec, {"H": seq}, batch.update), **KW)
+    ch = homeostasis_checkable(3, "sequential")
+
+    def lateral(s):
+        return {"H": ch.update(s)["H"] + s["d"].sum(1).sum() * 0.1}
+
+    assert_nonlocal(Checkable("lateral", ch.spec, ch.contracts, lateral), kinds={"depends on other cells of the layer"}, **KW)
+
+
 def test_kwta_hebbian_reads_its_own_weight():
     """The opposite verdict: under a contract without ``weight`` the decay term -d_i W_ij is caught."""
     ch = KWTAHebbian().checkable(3, 2)

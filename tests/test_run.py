@@ -131,6 +131,7 @@ def test_cli_run_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "untrained" in out and "trained" in out and "direct av" in out
     assert "locality of the training step (SelfDefinedTarget(k=3) + Delta): LOCAL" in out
+    assert "locality of the homeostasis (Homeostasis (batch mean), " in out and "NON-LOCAL -- batch statistics" in out
     assert "spiking (snnTorch, 50 steps): direct av" in out and "spiking (Brian2, 50 steps): direct av" in out
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nlearning_rate = 1\n")
@@ -182,3 +183,10 @@ def test_locality_verdict_of_recipes():
         v = locality_verdict(r)
         assert v["local"] is local, v["text"]
     assert any("weight transport" in s for s in locality_verdict(recipes.resolve(recipes.find_recipe("mnist_bp_2layer")[1]))["violations"])
+    # the homeostasis of the self-defined target: a batch mean in mini-batch mode, local in sequential mode
+    r = recipes.resolve(recipes.find_recipe("digits_bp_1layer")[1], "d")
+    assert locality_verdict(r)["homeostasis"]["local"] is False
+    r["objective"]["mode"] = "sequential"
+    assert locality_verdict(r)["homeostasis"]["local"] is True
+    r["objective"]["type"] = "supervised"
+    assert "homeostasis" not in locality_verdict(r)

@@ -3,10 +3,10 @@
 import tomllib
 
 from .._resources import shipped
-from .homeostasis import Homeostasis
+from .homeostasis import Homeostasis, homeostasis_checkable
 from .kwta import KWTA, kwta
 
-__all__ = ["KWTA", "kwta", "Homeostasis", "circuit_params"]
+__all__ = ["KWTA", "kwta", "Homeostasis", "homeostasis_checkable", "circuit_params"]
 
 
 def circuit_params(name: str) -> dict:

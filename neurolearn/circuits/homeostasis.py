@@ -52,3 +52,33 @@ class Homeostasis(nn.Module):
             for row in d:  # samples presented one after another
                 self.A.mul_(1.0 - self.eta).add_(self.eta * row)
                 self.H += self.gamma * (self.A - self.target)
+
+
+def homeostasis_checkable(n: int, mode: str = "batch", gamma: float = 0.4, target: float = 0.1, eta: float = 0.6):
+    """The homeostatic step of :class:`Homeostasis` as a checkable update (the circuit checked like a rule).
+
+    ``H_i`` is a synapse from a constant cell (``layer "H"``, shape ``(n, 1)``); its change is what
+    :meth:`Homeostasis.update` does, run on the drawn state: ``dH_i = gamma (<d_i> - T)`` with
+    ``<d_i>`` the batch mean (``mode="batch"``, Liu et al. 2024 Eq. 12) or, sample by sample,
+    ``A_i <- eta d_i + (1 - eta) A_i``, ``H_i += gamma (A_i - T)`` (``mode="sequential"``, Eq. 11). Each
+    cell reads only its own winners ``d_i`` (delivered by the KWTA circuit) and its own state, so the
+    verdict turns on the batch: a batch mean is a statistic over the batch's samples (non-local under
+    ``batch="samples"``); the sequential mode is checked under a contract that declares the batch a
+    sequence of samples (DESIGN.md section 4).
+    """
+    from ..locality.contract import CellParam, Checkable, Contract, Layer, Signal, StateSpec, Weight
+
+    check_choice("homeostasis_checkable", "mode", mode, ("batch", "sequential"))
+    spec = StateSpec({"output": n, "constant": 1}, (Layer("H", post="output", pre="constant"),),
+                     {"d": Signal("output", "KWTA"), "A": CellParam("output"), "H": Weight("H")})
+    contract = Contract(f"Homeostasis ({mode})", allows={"post", "weight", "neuron_signal"}, pathways=("KWTA",),
+                        batch="samples" if mode == "batch" else "sequence")
+
+    def fn(s):
+        h = Homeostasis(n, gamma, target, mode, eta).double()
+        h.H.copy_(s["H"][:, 0])
+        h.A.copy_(s["A"])
+        h.update(s["d"])
+        return {"H": (h.H - s["H"][:, 0])[:, None]}
+
+    return Checkable(f"Homeostasis ({'batch mean' if mode == 'batch' else 'sequential'})", spec, {"H": contract}, fn)

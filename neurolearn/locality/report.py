@@ -2,7 +2,8 @@
 
 Each entry is a factory ``sizes -> Checkable`` so Hypothesis draws (and shrinks) the network sizes,
 and the verdict the design expects (DESIGN.md section 4): backprop through two layers is non-local
-(weight transport); the kWTA Hebbian rule, the delta rule, the contrastive Hebbian rule,
+(weight transport), and so is the mini-batch homeostasis of the self-defined target (a batch mean:
+batch statistics), whose sequential mode is local under a contract declaring the batch a sequence; the kWTA Hebbian rule, the delta rule, the contrastive Hebbian rule,
 equilibrium propagation and the self-defined target with the delta rule (winners delivered by the KWTA circuit) are local.
 """
 
@@ -19,9 +20,12 @@ def builtin_checks() -> list:
     """``(factory, n_populations, expected_local)`` for every built-in rule and credit method."""
     from ..credit import Backprop, EquilibriumProp
     from ..objectives import self_defined_delta_checkable
+    from ..circuits import homeostasis_checkable
     from ..plasticity import ContrastiveHebbian, Delta, KWTAHebbian
 
     return [
+        (lambda s: homeostasis_checkable(s[0], "batch"), 1, False),
+        (lambda s: homeostasis_checkable(s[0], "sequential"), 1, True),
         (lambda s: KWTAHebbian().checkable(s[0], s[1]), 2, True),
         (lambda s: Delta().checkable(s[0], s[1]), 2, True),
         (lambda s: ContrastiveHebbian().checkable(s[0], s[1]), 2, True),
