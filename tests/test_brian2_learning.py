@@ -48,6 +48,12 @@ def test_synaptic_equations_match_torch_update_in_the_rate_limit():
     assert np.sign(dw[x == 0.2].mean()) == -1 and np.sign(dw[x == 0.8].mean()) == 1  # toward x from 0.5
 
 
+def test_learner_parameters_are_validated():
+    for kw, name in (({"tau_m": 0}, "tau_m"), ({"rate_max": -1}, "rate_max"), ({"t_rest": -0.01}, "t_rest")):
+        with pytest.raises(ValueError, match=name):
+            Brian2KWTALearner(4, 3, target="numpy", **kw)
+
+
 def test_rule_parameters_are_validated():
     with pytest.raises(ValueError, match="eta"):
         KWTAHebbian(eta=0)

@@ -45,3 +45,13 @@ def test_without_margin_the_circuit_can_disagree():
     spk = spiking_kwta(d, k)
     rate = kwta(torch.tensor(d), k).numpy().astype(int)
     assert (spk == rate).all(1).mean() < 0.95
+
+
+def test_spiking_kwta_parameter_errors_name_the_parameter():
+    import pytest
+
+    d = np.random.default_rng(0).random((2, 5))
+    for kw, name in (({"tau": 0}, "tau"), ({"dt": -1}, "dt"), ({"inhibition": 0}, "inhibition"),
+                     ({"H": np.zeros(4)}, "H must have one threshold per cell")):
+        with pytest.raises(ValueError, match=name):
+            spiking_kwta(d, 2, **kw)

@@ -47,3 +47,10 @@ def test_apply_updates_names_missing_parameter():
     a = nn.Linear(3, 2)
     with pytest.raises(ValueError, match="optimizer"):
         apply_updates(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1), [a], [Delta.factors(torch.rand(1, 3), torch.rand(1, 2))])
+
+
+def test_contrastive_hebbian_rejects_zero_beta():
+    x, y = torch.rand(2, 3), torch.rand(2, 4)
+    with pytest.raises(ValueError, match="beta must be a non-zero number"):
+        ContrastiveHebbian.update(x, y, x, y, 0)
+    assert ContrastiveHebbian.update(x, y, x, y, 0.5).shape == (4, 3)

@@ -37,8 +37,13 @@ def spiking_kwta(drives, k: int, H=None, tau: float = 20e-3, duration: float = 5
     trials, n = drives.shape
     check_int("spiking_kwta", "k", k, 1, n)
     check_float("spiking_kwta", "duration", duration, 0.0, low_open=True)
+    check_float("spiking_kwta", "tau", tau, 0.0, low_open=True)
+    check_float("spiking_kwta", "dt", dt, 0.0, duration, low_open=True)
+    check_float("spiking_kwta", "inhibition", inhibition, 0.0, low_open=True)
     check_choice("spiking_kwta", "target", target, ("numpy", "cython"))
     H = np.zeros(n) if H is None else np.asarray(H, dtype=float)
+    if H.shape != (n,):
+        raise ValueError(f"spiking_kwta: H must have one threshold per cell, shape ({n},), got {H.shape}")
     a = drives - H  # the competition is on d - H
     # shift each trial so that the weakest cell sits just above threshold: every cell would fire
     # eventually; the order of first spikes is the order of a

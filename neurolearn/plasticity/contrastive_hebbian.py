@@ -51,6 +51,8 @@ class ContrastiveHebbian:
         ``scale = 1/(beta B)`` (batch mean, as in training) or ``1/beta`` with ``mean=False`` (sum of
         per-sample updates: the form the locality checker verifies, the 1/B being part of the LR).
         """
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta == 0 or beta != beta:
+            raise ValueError(f"ContrastiveHebbian.update: beta must be a non-zero number (the nudging strength), got {beta!r}")
         scale = 1.0 / (beta * (pre_a.shape[0] if mean else 1))
         return ContrastiveHebbian.factors(pre_a, post_a, pre_b, post_b, scale).dense()
 

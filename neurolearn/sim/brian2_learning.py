@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import check_choice, check_int
+from .._validate import check_choice, check_float, check_int
 from ..plasticity.hebbian_kwta import KWTAHebbian
 from .brian2_sim import quiet_brian2
 
@@ -37,6 +37,10 @@ class Brian2KWTALearner:
         check_int("Brian2KWTALearner", "n_in", n_in, 1)
         check_int("Brian2KWTALearner", "n_out", n_out, 1)
         check_choice("Brian2KWTALearner", "target", target, ("numpy", "cython"))
+        for name, value in (("rate_max", rate_max), ("t_present", t_present), ("dt", dt), ("tau_m", tau_m),
+                            ("tau_pre", tau_pre), ("tau_theta", tau_theta), ("w_gain", w_gain), ("inhibition", inhibition)):
+            check_float("Brian2KWTALearner", name, value, 0.0, low_open=True)
+        check_float("Brian2KWTALearner", "t_rest", t_rest, 0.0)
         self.n_in, self.n_out, self.rule = n_in, n_out, rule
         self.rate_max, self.t_present, self.t_rest, self.dt = rate_max, t_present, t_rest, dt
         self.slot = 0.01  # TimedArray resolution (s): t_present and t_rest are multiples of it
