@@ -172,11 +172,18 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
     if resume and trainer.load_checkpoint():
         log(f"resumed after epoch {trainer.epoch}")
     x, y = ds.x_train.to(device), ds.y_train.to(device)
+    if hasattr(credit, "solver_stats"):
+        credit.solver_stats.clear()  # count the training's solves only (not the untrained evaluation)
     trainer.fit(x, y if objective.needs_labels else None)
     metrics["epochs"] = trainer.epoch
     metrics["history"] = trainer.history
     metrics["train_seconds"] = trainer.train_seconds
     metrics["seconds_per_1000_samples"] = trainer.seconds_per_1000
+    stats = getattr(credit, "solver_stats", None)
+    if stats:  # the EP fixed-point solver: sweeps per solve and Euler fallbacks, per phase
+        metrics["solver"] = {ph: {"solves": stats[f"{ph}_solves"], "sweeps_per_solve": stats[f"{ph}_sweeps"] / stats[f"{ph}_solves"],
+                                  "euler_fallbacks": stats[f"{ph}_fallbacks"]}
+                             for ph in ("free", "nudged") if stats[f"{ph}_solves"]}
     t0 = time.perf_counter()
     metrics["trained"] = evaluate(credit, net, ds, ev, recipe["seed"])
     metrics["eval_seconds"] = time.perf_counter() - t0
@@ -219,6 +226,9 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
         if "brian2" in sp:
             lines.append(f"spiking (Brian2, {sp['steps']} steps): direct av {100 * sp['brian2']['direct_av']:.2f}% "
                          f"vs rate {rate:.2f}% ({sp['brian2']['seconds_per_example']:.3f} s per example)")
+    for ph, st in metrics.get("solver", {}).items():
+        lines.append(f"fixed-point solver, {ph} phase: {st['sweeps_per_solve']:.1f} sweeps per solve "
+                     f"({st['solves']} solves, {st['euler_fallbacks']} Euler fallbacks)")
     metrics["extra_lines"] = lines
     rows = {}
     if "untrained" in metrics:

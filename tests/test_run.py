@@ -175,6 +175,20 @@ def test_quick_start_block_matches_ci():
     assert install in ci and test in ci
 
 
+def test_fixed_point_solver_recipe_reports_its_sweeps(tmp_path):
+    """The two-layer EP recipe with the fixed-point solver trains and reports sweeps per solve."""
+    r = recipes.resolve(recipes.find_recipe("mnist_ep_2layer_fp")[1], "fp")
+    r["data"] = {**r["data"], "source": "digits"}
+    r["network"]["sizes"] = [30, 20]
+    r["training"]["epochs"] = 1
+    r["eval"].update(linear=False, locality=False, untrained_baseline=False)
+    m = run_recipe(r, tmp_path / "run", progress=False, log=lambda s: None)
+    st = m["solver"]
+    assert st["free"]["solves"] == st["nudged"]["solves"] == -(-1348 // 32)  # one of each per batch
+    assert 1 <= st["nudged"]["sweeps_per_solve"] <= st["free"]["sweeps_per_solve"] <= 60
+    assert any(line.startswith("fixed-point solver, free phase:") for line in m["extra_lines"])
+
+
 def test_locality_verdict_of_recipes():
     from neurolearn.experiment import locality_verdict
 
