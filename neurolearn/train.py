@@ -152,6 +152,8 @@ class Trainer:
         bs = self.training["batch_size"]
         bar = tqdm(total=epochs, initial=self.epoch, desc="training", unit="epoch", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
+        # the columns of input cells active somewhere in x (one-layer blocks work on those only)
+        cols = active_columns(x) if self.deferrable and self.training.get("block", 1) > 1 else None
         try:
             while self.epoch < epochs:
                 self._set_lr(self.epoch)
@@ -161,10 +163,8 @@ class Trainer:
                 batches = batch_indices(x.shape[0], bs, self.seed, self.epoch)
                 block = self.training.get("block", 1) if self.deferrable else 1
                 compact = None
-                if block > 1:  # the columns of input cells active somewhere in x: a compact weight copy
-                    cols = active_columns(x)
-                    if cols is not None:
-                        compact = self.net.layers[0].weight.detach()[:, cols].contiguous()
+                if block > 1 and cols is not None:  # a compact copy of the active columns' weights
+                    compact = self.net.layers[0].weight.detach()[:, cols].contiguous()
                 for start in range(0, len(batches), block):
                     group = batches[start : start + block]
                     defer, masks = None, [None] * len(group)
