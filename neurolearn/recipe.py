@@ -125,7 +125,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "exact_single_layer": (True, _bool),
         "free_solver": ("euler", _choice("euler", "alternating")),
         "nudged_solver": ("euler", _choice("euler", "alternating")),
-        "solver_tol": (1e-6, _num(0.0, lo_open=True)),
+        "solver_tol": (1e-4, _num(0.0, lo_open=True)),
     },
     "training": {
         "epochs": (10, _int(0)),

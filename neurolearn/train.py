@@ -9,7 +9,8 @@ share one input GEMM and one weight write (:class:`~neurolearn.plasticity.base.D
 the same updates, exactly, with two large matrix products per block instead of two small ones per batch.
 Input cells that are zero in every training sample (MNIST's border: 111 of 784 pixels) contribute
 nothing to any current and receive no update, so the blocks of an epoch work on a compact copy of the
-other columns of ``W``, written back at the end of the epoch. After every epoch a checkpoint is written atomically; a loss or
+other columns of ``W``, written back at the end of the epoch (input dropout is then drawn for the
+active columns only: dropping a silent input changes nothing). After every epoch a checkpoint is written atomically; a loss or
 weight that stops being finite stops the run with :class:`DivergenceError` *before* anything is
 written, so the last good checkpoint stays intact. ``resume=True`` continues after the last
 checkpoint and reproduces the uninterrupted run (same batches, same random masks).
@@ -154,6 +155,7 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         # the columns of input cells active somewhere in x (one-layer blocks work on those only)
         cols = active_columns(x) if self.deferrable and self.training.get("block", 1) > 1 else None
+        x_active = x[:, cols].contiguous() if cols is not None else x  # the blocks read these columns only
         try:
             while self.epoch < epochs:
                 self._set_lr(self.epoch)
@@ -172,10 +174,8 @@ class Trainer:
                         inputs = [x[idx] for idx in group]
                     else:  # one draw of the block's dropout masks, one input GEMM (DeferredLayer)
                         rows = [len(idx) for idx in group]
-                        block_x = self.net._drop(x[torch.cat(group)], 0, self.generator)
+                        block_x = self.net._drop(x_active[torch.cat(group)], 0, self.generator)
                         out_masks = self.net.output_mask(block_x.shape[0], self.generator, block_x.device)
-                        if compact is not None:
-                            block_x = block_x[:, cols]
                         inputs = list(block_x.split(rows))
                         masks = list(out_masks.split(rows)) if out_masks is not None else masks
                         defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], block_x, compact)

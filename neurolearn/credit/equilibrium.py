@@ -37,13 +37,14 @@ clamped map (at a fixed point ``s_l = 0`` needs a drive <= 0, ``s_l = 1`` a driv
 first, each layer computed from the newest states of its neighbours. Each sweep sets one layer to the
 exact minimiser of the energy ``F = E + beta C`` (Scellier & Bengio 2017) with its neighbours held,
 so ``F`` never increases (for ``|beta| < 1`` each block is convex). Sweeps stop once no state moves by
-more than ``solver_tol``; a sweep costs what one Euler step costs. On 784-2000-2000 networks the free
-phase converges in about 10 sweeps where the published 60 Euler steps stop about 1e-4 from the fixed
-point, and the nudged phase (from the free state) in a few sweeps where the published 20 steps stop
-about 1% of the free-to-nudged distance short of it. If a phase has not converged after its step
-budget (``free_steps`` / ``nudged_steps`` sweeps), it is redone with the published Euler steps and
-counted in ``EquilibriumProp.solver_stats`` (with the sweeps used). ``free_solver`` and ``nudged_solver`` choose per phase;
-one-layer networks use the exact solution above whatever the solver.
+more than ``solver_tol`` in a sweep (default 1e-4: about where the published 60 Euler steps leave the
+free phase of a 784-2000-2000 network; the published 20 nudged steps stop about 1% of the
+free-to-nudged distance short of its fixed point); a sweep costs what one Euler step costs. There the
+solver needs about 8 free and 7 nudged sweeps per batch (10 and 9 at ``solver_tol = 1e-5``). If a
+phase has not converged after its step budget (``free_steps`` / ``nudged_steps`` sweeps), it is redone
+with the published Euler steps; solves, sweeps and fallbacks are counted in
+``EquilibriumProp.solver_stats``. ``free_solver`` and ``nudged_solver`` choose per phase; one-layer
+networks use the exact solution above (``exact_single_layer``) whatever the solver.
 
 Top-down products ``s_{l+1} W_{l+1}`` read a sparse state (a few percent of kWTA output cells are
 non-zero): below ``SPARSE_DENSITY`` non-zeros on the CPU they are computed as a sparse-dense product,
@@ -96,7 +97,7 @@ class EquilibriumProp:
     exact_single_layer: bool = True
     free_solver: str = "euler"
     nudged_solver: str = "euler"
-    solver_tol: float = 1e-6
+    solver_tol: float = 1e-4
     rule: ContrastiveHebbian = ContrastiveHebbian()
     #: counts of the alternating solver per phase: ``"<phase>_solves"``, ``"<phase>_sweeps"`` and
     #: ``"<phase>_fallbacks"`` (solves that did not converge and were redone with Euler steps)
