@@ -95,7 +95,7 @@ def test_spiking_accuracy_close_to_rate_on_digits(tmp_path):
     assert abs(res["snntorch"]["direct_av"] - res["rate"]["direct_av"]) <= 0.02, res
     assert abs(res["brian2"]["direct_av"] - res["rate"]["direct_av"]) <= 0.03, res
     # the circuit's report: the inhibition stops the race at about k cells, most of them the rate winners
-    assert res["brian2_kwta"]["overlap"] > 0.5 and res["brian2_kwta"]["winners_per_input"] <= 5.5
+    assert res["brian2_kwta"]["overlap"] > 0.8 and 5 <= res["brian2_kwta"]["winners_per_input"] <= 6
     assert res["correlation"] > 0.95
     assert (tmp_path / "accuracy_vs_time.png").exists() and (tmp_path / "compare.json").exists()
     accs = [a for _, a in res["accuracy_vs_steps"]]

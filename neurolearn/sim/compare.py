@@ -54,7 +54,9 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
     inference (input and every layer); accuracy against simulated time (every ``record_every`` steps);
     with ``brian2``, the Brian2 accuracy (scored with the rate network's cell-to-class assignment: its
     spike counts estimate the rate output) and how often the Brian2 k-winners circuit (inhibitory cell,
-    thresholds ``H``) picks the top-k of the drive ``u - H``. Conversion: Diehl et al. 2015.
+    thresholds ``H - c``) picks the top-k of the drive ``u - H``; the common offset ``c`` (kWTA ignores
+    it) lifts the k-th largest ``u - H`` of every assignment input above 0 so that k cells can fire.
+    Conversion: Diehl et al. 2015.
     """
     check_int("compare_network", "steps", steps, 1)
     check_int("compare_network", "record_every", record_every, 1)
@@ -99,16 +101,21 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
         out["rate_assigned_by_rate"] = {"direct_av": _acc(ra, ya, rt, yt, nc)}
         # the k-winners competition in Brian2: inhibitory population + thresholds H, on up to 200 inputs
         n_k = min(200, xt.shape[0])
+        H0 = torch.zeros(network.sizes[-1]) if H is None else H.detach().cpu()
+        with torch.no_grad():
+            drive = network.layers[0](xt[:n_k])
+            # a common offset c (kWTA ignores it) lifts the k-th largest drive u - H above 0 on the
+            # assignment inputs, so that k cells can fire (data-based, like the weight normalisation)
+            kth = torch.topk(network.layers[0](xa) - H0, k, dim=1).values[:, -1]
+        offset = max(0.0, -float(kth.min())) + 0.05
         kw_model = to_spiking(network, "brian2", calibration_x=xa, target=brian2_target, kwta_k=k,
-                              thresholds=None if H is None else H.numpy())
+                              thresholds=(H0 - offset).numpy())
         winners = (kw_model.rates(xt[:n_k], steps, seed + 3) > 0).float()
         # the reference: the rate kWTA of the drive u - H the circuit competes on (the clamped output
         # y = clamp(u, 0, 1) ties every saturated cell at 1, where the rate top-k would be arbitrary)
-        with torch.no_grad():
-            drive = network.layers[0](xt[:n_k])
-        ref = torch.zeros_like(drive).scatter_(1, torch.topk(drive - (0 if H is None else H), k, dim=1).indices, 1.0)
+        ref = torch.zeros_like(drive).scatter_(1, torch.topk(drive - H0, k, dim=1).indices, 1.0)
         overlap = (winners * ref).sum(1) / k
-        out["brian2_kwta"] = {"inputs": n_k, "equal": ((winners == ref).all(1)).double().mean().item(),
+        out["brian2_kwta"] = {"inputs": n_k, "offset": offset, "equal": ((winners == ref).all(1)).double().mean().item(),
                               "overlap": overlap.mean().item(), "winners_per_input": winners.sum(1).mean().item()}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -146,7 +153,7 @@ def format_compare(res: dict) -> str:
                if "brian2" in res else []),
              f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
              f"snnTorch top-k of spike counts = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
-             *([f"Brian2 k-winners (inhibitory population, thresholds H) = rate top-k: {100 * res['brian2_kwta']['equal']:.1f}% of "
+             *([f"Brian2 k-winners (inhibitory population, thresholds H - {res['brian2_kwta']['offset']:.3f}) = rate top-k: {100 * res['brian2_kwta']['equal']:.1f}% of "
                 f"{res['brian2_kwta']['inputs']} inputs (mean overlap {100 * res['brian2_kwta']['overlap']:.1f}%, "
                 f"{res['brian2_kwta']['winners_per_input']:.1f} winners per input)"] if "brian2_kwta" in res else []),
              f"spikes per inference: {res['spikes_per_inference']:.0f} (output {res['output_spikes_per_inference']:.1f}); "
