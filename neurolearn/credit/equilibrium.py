@@ -40,7 +40,8 @@ so ``F`` never increases (for ``|beta| < 1`` each block is convex). Sweeps stop 
 more than ``solver_tol`` in a sweep (default 1e-4: about where the published 60 Euler steps leave the
 free phase of a 784-2000-2000 network; the published 20 nudged steps stop about 1% of the
 free-to-nudged distance short of its fixed point); a sweep costs what one Euler step costs. There the
-solver needs about 8 free and 7 nudged sweeps per batch (10 and 9 at ``solver_tol = 1e-5``). If a
+solver used 6 free and 5 nudged sweeps per batch in the first epochs and 10.5 and 8.5 on average over
+the paper's 100 epochs (docs/results.md). If a
 phase has not converged after its step budget (``free_steps`` / ``nudged_steps`` sweeps), it is redone
 with the published Euler steps; solves, sweeps and fallbacks are counted in
 ``EquilibriumProp.solver_stats``. ``free_solver`` and ``nudged_solver`` choose per phase; one-layer
@@ -82,6 +83,15 @@ def topdown(s: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
                 warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
                 return s.to_sparse_csr() @ W
     return s @ W
+
+
+def _drive(W, b, drive0, states, l):
+    """Input to layer ``l``: ``W_l s_{l-1} + b_l`` (``drive0`` for the first) plus the top-down
+    ``W_{l+1}^T s_{l+1}`` below the output. ``drive0`` itself is returned for a single layer."""
+    drive = drive0 if l == 0 else torch.nn.functional.linear(states[l - 1], W[l], b[l])
+    if l < len(W) - 1:
+        drive = drive + topdown(states[l + 1], W[l + 1])
+    return drive
 
 
 @dataclass(frozen=True)
@@ -162,9 +172,7 @@ class EquilibriumProp:
         for _ in range(steps):
             new = []
             for l in range(L):
-                drive = drive0 if l == 0 else torch.nn.functional.linear(states[l - 1], W[l], b[l])
-                if l < L - 1:
-                    drive = drive + topdown(states[l + 1], W[l + 1])  # top-down: W_{l+1}^T s_{l+1}
+                drive = _drive(W, b, drive0, states, l)
                 s = states[l] * keep
                 s.add_(drive, alpha=self.dt)
                 if l == L - 1 and nudge is not None:
@@ -189,10 +197,8 @@ class EquilibriumProp:
             self.solver_stats[f"{phase}_sweeps"] += 1
             moved = 0.0
             for l in range(L):
-                drive = drive0 if l == 0 else torch.nn.functional.linear(states[l - 1], W[l], b[l])
-                if l < L - 1:
-                    drive = drive + topdown(states[l + 1], W[l + 1])
-                elif nudge is not None:
+                drive = _drive(W, b, drive0, states, l)
+                if l == L - 1 and nudge is not None:
                     drive = (drive + nudge * target) / (1.0 + nudge)
                 new = drive.clamp(0.0, 1.0) if drive is drive0 else drive.clamp_(0.0, 1.0)  # drive0 is reused
                 moved = max(moved, (new - states[l]).abs().max().item())
