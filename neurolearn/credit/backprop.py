@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
-from ..networks.mlp import MLP, activation, activation_derivative
+from ..networks.mlp import MLP, activation, activation_derivative, times_derivative
 from ..plasticity.base import apply_updates
 from ..plasticity.delta import Delta
 from .base import mse
@@ -76,11 +76,7 @@ class Backprop:
             n = flat.numel()
             loss = torch.dot(flat, flat).item() / n
             # output error: dL/du_L = 2/(B n) (y - d) f'(u) of the MSE in closed form (tested equal to autograd)
-            act = net.activation_of(L - 1)
-            if act in ("relu", "hardsigmoid"):  # f'(u) = [f(u) == u]: zero the error where the cell is clamped
-                e = diff.masked_fill_(h_out != currents[-1].detach(), 0.0)
-            else:
-                e = diff.mul_(activation_derivative(act, currents[-1].detach(), h_out))
+            e = times_derivative(net.activation_of(L - 1), diff, currents[-1].detach())
             if defer is not None and L == 1:  # the constant goes with the copy into the block buffer
                 defer.add(self.rule.factors(pres[0], e), 2.0 / n)
                 return {"loss": loss}

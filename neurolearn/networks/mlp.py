@@ -37,14 +37,11 @@ def activation(name: str, u: torch.Tensor) -> torch.Tensor:
     raise ParameterError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
-def activation_derivative(name: str, u: torch.Tensor, value: torch.Tensor | None = None) -> torch.Tensor:
+def activation_derivative(name: str, u: torch.Tensor) -> torch.Tensor:
     """``f'(u)``: relu ``[u > 0]``, hardsigmoid ``[0 < u < 1]``, sigmoid ``s(1-s)``, identity 1.
 
-    With ``value = f(u)`` already computed, relu and hardsigmoid use ``[f(u) == u]`` (one comparison;
-    it counts the kink points as slope 1, as autograd's ``clamp`` does).
+    The kinks of relu and hardsigmoid count as slope 0 (as autograd's ``relu`` and ``hardtanh`` do).
     """
-    if value is not None and name in ("relu", "hardsigmoid"):
-        return value == u
     if name == "relu":
         return (u > 0).to(u.dtype)
     if name == "hardsigmoid":
@@ -54,6 +51,25 @@ def activation_derivative(name: str, u: torch.Tensor, value: torch.Tensor | None
         return s * (1 - s)
     if name == "identity":
         return torch.ones_like(u)
+    raise ParameterError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def times_derivative(name: str, grad: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``grad * f'(u)`` in one pass (the error of a cell's input current, chain rule through ``f``).
+
+    relu: ``grad [u > 0]``, hardsigmoid: ``grad [0 < u < 1]`` (the kinks count as slope 0, as
+    ``activation_derivative`` without ``value``), sigmoid: ``grad s(1 - s)``, identity: ``grad``.
+    relu and hardsigmoid use PyTorch's fused threshold/hardtanh backward kernels: one elementwise pass
+    instead of a comparison to bool and a masked fill.
+    """
+    if name == "relu":
+        return torch.ops.aten.threshold_backward(grad, u, 0.0)
+    if name == "hardsigmoid":
+        return torch.ops.aten.hardtanh_backward(grad, u, 0.0, 1.0)
+    if name == "sigmoid":
+        return grad * activation_derivative(name, u)
+    if name == "identity":
+        return grad
     raise ParameterError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
@@ -74,7 +90,9 @@ def keep_mask(shape, keep: float, generator: torch.Generator | None = None, devi
         raw = raw.to(device)  # the same draws on every device: the mask does not depend on where it is used
     u16 = raw.view(torch.int16)[:n].view(shape)
     threshold = int(round(keep * 65536)) - 32768  # int16 is uniform on [-32768, 32767]
-    return (u16 < threshold).to(torch.float32)
+    # [u16 < threshold] as clamp(threshold - u16, 0, 1): the operands are integers, so the result is
+    # exactly 0 or 1, and float arithmetic runs three times faster here than a comparison to bool
+    return u16.to(torch.float32).sub_(threshold).neg_().clamp_(0.0, 1.0)
 
 
 class MLP(nn.Module):
