@@ -322,3 +322,37 @@ def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr, sile
     net = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.2), seed=0)
     Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, {**cfg, "lr": lr * 0.5}, seed=0, progress=False).fit(x)
     assert not torch.allclose(next(net.parameters()), weights[0][0], atol=1e-4)
+
+
+@pytest.mark.parametrize("credit,hidden,lr", [(Backprop(), "relu", 4.0), (EquilibriumProp(), "hardsigmoid", 0.05)])
+def test_deferred_blocks_with_rare_inputs_equal_per_batch_updates(credit, hidden, lr):
+    """With input columns active in fewer than RARE_FREQUENCY of the samples, blocks split the
+    columns: dense GEMMs on the frequent ones, sparse products on the rare ones. The weights still
+    equal those of per-batch updates, and a rare column's synapses do change."""
+    from neurolearn.train import Trainer, active_columns, split_columns
+
+    torch.manual_seed(0)
+    x = torch.rand(400, 60)
+    x[:, :12] = 0  # silent
+    x[:, 12:40] *= torch.rand(400, 28) < 0.02  # rare
+    x[:, 40:] *= torch.rand(400, 20) < 0.3  # frequent
+    cols = active_columns(x)
+    n_dense = split_columns(x, cols)
+    assert n_dense % 16 == 0 and n_dense < len(cols)  # the split is used
+    assert set(cols[:20].tolist()) == set(range(40, 60))  # frequent columns first
+    weights = []
+    for block in (1, 8):
+        net = MLP((60, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0)
+        cfg = {"epochs": 2, "batch_size": 16, "lr": lr, "optimizer": "sgd", "schedule": "none",
+               "final_lr_factor": 1.0, "block": block}
+        Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, cfg, seed=0, progress=False).fit(x)
+        weights.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*weights):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    init = MLP((60, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0).layers[0].weight.detach()
+    assert not torch.allclose(weights[1][0][:, 12:40], init[:, 12:40])  # rare synapses learned
+    assert torch.equal(weights[1][0][:, :12], init[:, :12])  # silent ones did not
+    # without rare columns there is no split
+    y = torch.rand(100, 32) * (torch.rand(100, 32) < 0.5)
+    c = torch.arange(32)
+    assert split_columns(y, c) == 32

@@ -28,9 +28,9 @@ SPARSE_WRITE_DENSITY = 0.06
 def rows_as_csr(A: torch.Tensor) -> torch.Tensor:
     """``A^T`` as a sparse CSR matrix: row ``i`` holds the nonzero ``A[r, i]`` with their ``r``.
 
-    Used by :meth:`DeferredLayer.flush`: ``W <- W - lr A^T B`` costs ``nnz(A) * n_pre`` multiply-adds
+    Used by :class:`DeferredLayer`: ``W <- W - lr A^T B`` then costs ``nnz(A) * n_pre`` multiply-adds
     instead of ``R * n_post * n_pre`` when most of the post factors are zero (a clamped output cell
-    has no error), and reads ``W`` once.
+    has no error), and reads ``W`` once; likewise for the rarely active input columns.
     """
     At = A.T.contiguous()
     r = A.shape[0]
@@ -122,22 +122,35 @@ class DeferredLayer:
     ``weight`` (default: the layer's own) is the matrix read and updated: the trainer passes a compact
     copy ``W[:, J]`` of the columns of input cells that are ever active (see
     :class:`~neurolearn.train.Trainer`), with ``block_inputs`` restricted to the same columns.
+    With ``sparse_weight_t`` the last ``S`` block input columns are rarely active ones whose weights
+    are given transposed, ``W_s^T`` ``(S, n_out)``: their share of ``u`` and of the update goes through
+    sparse products (``x_s W_s^T`` and ``X_s^T E``: a few hundred nonzeros per block on MNIST), the
+    dense GEMMs run on the frequently active columns only. Same sums, another order of additions.
     """
 
-    def __init__(self, layer: nn.Linear, lr: float, block_inputs: torch.Tensor, weight: torch.Tensor | None = None):
+    def __init__(self, layer: nn.Linear, lr: float, block_inputs: torch.Tensor, weight: torch.Tensor | None = None,
+                 sparse_weight_t: torch.Tensor | None = None):
         self.layer, self.lr = layer, lr
         W = layer.weight.detach() if weight is None else weight
-        if W.shape != (layer.out_features, block_inputs.shape[1]):
-            raise ValueError(f"DeferredLayer: weight {tuple(W.shape)} does not match ({layer.out_features}, "
-                             f"{block_inputs.shape[1]} block input columns)")
-        self.W = W
+        n_dense = W.shape[1]
+        n_sparse = 0 if sparse_weight_t is None else sparse_weight_t.shape[0]
+        if W.shape[0] != layer.out_features or n_dense + n_sparse != block_inputs.shape[1] or (
+                n_sparse and sparse_weight_t.shape[1] != layer.out_features):
+            shapes = f"weight {tuple(W.shape)}" + (f", sparse_weight_t {tuple(sparse_weight_t.shape)}" if n_sparse else "")
+            raise ValueError(f"DeferredLayer: {shapes} do not match {layer.out_features} outputs and "
+                             f"{block_inputs.shape[1]} block input columns")
+        self.W, self.Ws_t = W, sparse_weight_t
+        self.X = block_inputs
+        self.Xd = block_inputs[:, :n_dense] if n_sparse else block_inputs
+        self.Xs = block_inputs[:, n_dense:] if n_sparse else None
         if layer.bias is not None:  # W X^T computed as (n_out, rows): the faster GEMM layout here
-            self.U0 = torch.addmm(layer.bias.detach()[:, None], W, block_inputs.T).T.contiguous()
+            self.U0 = torch.addmm(layer.bias.detach()[:, None], W, self.Xd.T).T.contiguous()
         else:
-            self.U0 = torch.mm(W, block_inputs.T).T.contiguous()
+            self.U0 = torch.mm(W, self.Xd.T).T.contiguous()
+        if n_sparse:  # the rarely active columns: a sparse input matrix times their weights
+            self.U0.addmm_(rows_as_csr(self.Xs.T), sparse_weight_t)
         self.rows = 0  # rows handed out by drive()
         self.done = 0  # rows whose update is recorded
-        self.X = block_inputs
         # coefficients of the current correction for every pair of rows: x_t . x_s (+ 1 for the bias)
         self.G = block_inputs @ block_inputs.T
         if layer.bias is not None:
@@ -174,7 +187,9 @@ class DeferredLayer:
             return
         with torch.no_grad():
             E = self.E[: self.done]
-            X = self.X[: self.done]
+            X = self.Xd[: self.done]
+            if self.Ws_t is not None:  # W_s^T <- W_s^T - lr X_s^T E: the rare inputs' few nonzeros
+                self.Ws_t.addmm_(rows_as_csr(self.Xs[: self.done]), E, alpha=-self.lr)
             probe = E[::8]  # a cheap estimate of the density
             if (self.W.device.type == "cpu"
                     and torch.count_nonzero(probe).item() < SPARSE_WRITE_DENSITY * probe.numel()):
