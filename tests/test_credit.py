@@ -292,6 +292,22 @@ def test_self_defined_training_spreads_winners():
     assert (wins > 0).all()
 
 
+def _weights_per_block(x, credit, hidden, lr, schedule="linear"):
+    """Weights after 2 epochs of one-layer training with blocks of 1 (per-batch updates) and of 8."""
+    from neurolearn.train import Trainer
+
+    weights = []
+    for block in (1, 8):
+        net = MLP((x.shape[1], 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0)
+        cfg = {"epochs": 2, "batch_size": 16, "lr": lr, "optimizer": "sgd", "schedule": schedule,
+               "final_lr_factor": 0.5, "block": block}
+        Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, cfg, seed=0, progress=False).fit(x)
+        weights.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*weights):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    return weights, cfg
+
+
 @pytest.mark.parametrize("silent_inputs", [False, True])
 @pytest.mark.parametrize("credit,hidden,lr", [(Backprop(), "relu", 4.0), (EquilibriumProp(), "hardsigmoid", 0.05)])
 def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr, silent_inputs):
@@ -306,15 +322,7 @@ def test_deferred_block_updates_equal_per_batch_updates(credit, hidden, lr, sile
         x[:, :12] = 0
         x *= torch.rand(200, 30) < 0.3
     assert (active_columns(x) is not None) == silent_inputs
-    weights = []
-    for block in (1, 8):
-        net = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0)
-        cfg = {"epochs": 2, "batch_size": 16, "lr": lr, "optimizer": "sgd", "schedule": "linear",
-               "final_lr_factor": 0.5, "block": block}
-        Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, cfg, seed=0, progress=False).fit(x)
-        weights.append([p.detach().clone() for p in net.parameters()])
-    for a, b in zip(*weights):
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    weights, cfg = _weights_per_block(x, credit, hidden, lr)
     if silent_inputs:  # silent inputs' synapses never change
         init = MLP((30, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0).layers[0].weight
         assert torch.equal(weights[1][0][:, :12], init[:, :12].detach())
@@ -329,7 +337,7 @@ def test_deferred_blocks_with_rare_inputs_equal_per_batch_updates(credit, hidden
     """With input columns active in fewer than RARE_FREQUENCY of the samples, blocks split the
     columns: dense GEMMs on the frequent ones, sparse products on the rare ones. The weights still
     equal those of per-batch updates, and a rare column's synapses do change."""
-    from neurolearn.train import Trainer, active_columns, split_columns
+    from neurolearn.train import active_columns, split_columns
 
     torch.manual_seed(0)
     x = torch.rand(400, 60)
@@ -340,19 +348,10 @@ def test_deferred_blocks_with_rare_inputs_equal_per_batch_updates(credit, hidden
     n_dense = split_columns(x, cols)
     assert n_dense % 16 == 0 and n_dense < len(cols)  # the split is used
     assert set(cols[:20].tolist()) == set(range(40, 60))  # frequent columns first
-    weights = []
-    for block in (1, 8):
-        net = MLP((60, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0)
-        cfg = {"epochs": 2, "batch_size": 16, "lr": lr, "optimizer": "sgd", "schedule": "none",
-               "final_lr_factor": 1.0, "block": block}
-        Trainer(net, SelfDefinedTarget(k=3, gamma=0.3), credit, cfg, seed=0, progress=False).fit(x)
-        weights.append([p.detach().clone() for p in net.parameters()])
-    for a, b in zip(*weights):
-        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    weights, _ = _weights_per_block(x, credit, hidden, lr, schedule="none")
     init = MLP((60, 40), hidden_activation=hidden, dropout=(0.0, 0.0), seed=0).layers[0].weight.detach()
     assert not torch.allclose(weights[1][0][:, 12:40], init[:, 12:40])  # rare synapses learned
     assert torch.equal(weights[1][0][:, :12], init[:, :12])  # silent ones did not
     # without rare columns there is no split
     y = torch.rand(100, 32) * (torch.rand(100, 32) < 0.5)
-    c = torch.arange(32)
-    assert split_columns(y, c) == 32
+    assert split_columns(y, torch.arange(32)) == 32
