@@ -175,7 +175,8 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         # the columns of input cells active somewhere in x (one-layer blocks work on those only)
         cols = active_columns(x) if self.deferrable and self.training.get("block", 1) > 1 else None
-        n_dense = split_columns(x, cols) if cols is not None else None  # frequent columns first
+        n_dense = None if cols is None else (  # frequent columns first; sparse products measured on the CPU only
+            split_columns(x, cols) if x.device.type == "cpu" else len(cols))
         x_active = x[:, cols].contiguous() if cols is not None else x  # the blocks read these columns only
         try:
             while self.epoch < epochs:
