@@ -175,18 +175,29 @@ def test_quick_start_block_matches_ci():
     assert install in ci and test in ci
 
 
-def test_fixed_point_solver_recipe_reports_its_sweeps(tmp_path):
-    """The two-layer EP recipe with the fixed-point solver trains and reports sweeps per solve."""
-    r = recipes.resolve(recipes.find_recipe("mnist_ep_2layer_fp")[1], "fp")
+def _small_run(name, tmp_path):
+    r = recipes.resolve(recipes.find_recipe(name)[1], name)
     r["data"] = {**r["data"], "source": "digits"}
     r["network"]["sizes"] = [30, 20]
     r["training"]["epochs"] = 1
     r["eval"].update(linear=False, locality=False, untrained_baseline=False)
-    m = run_recipe(r, tmp_path / "run", progress=False, log=lambda s: None)
+    return run_recipe(r, tmp_path / "run", progress=False, log=lambda s: None)
+
+
+def test_fixed_point_solver_recipe_reports_its_sweeps(tmp_path):
+    """The two-layer EP recipe with the fixed-point solver trains and reports sweeps per solve."""
+    m = _small_run("mnist_ep_2layer_fp", tmp_path)
     st = m["solver"]
     assert st["free"]["solves"] == st["nudged"]["solves"] == -(-1348 // 32)  # one of each per batch
     assert 1 <= st["nudged"]["sweeps_per_solve"] <= st["free"]["sweeps_per_solve"] <= 60
     assert any(line.startswith("fixed-point solver, free phase:") for line in m["extra_lines"])
+
+
+def test_free_phase_fixed_point_recipe_keeps_published_nudged_steps(tmp_path):
+    """``mnist_ep_2layer_free_fp``: only the free phase goes to the solver; the nudged phase is the
+    published Euler steps (no nudged solves counted)."""
+    m = _small_run("mnist_ep_2layer_free_fp", tmp_path)
+    assert set(m["solver"]) == {"free"} and m["solver"]["free"]["solves"] == -(-1348 // 32)
 
 
 def test_locality_verdict_of_recipes():
