@@ -95,8 +95,8 @@ def steps_per_batch(ep) -> float:
 def time_neurolearn(name, cfg, x, seed=0, warmup_epochs=1):
     """Seconds of one epoch over ``x`` with neurolearn's Trainer, after ``warmup_epochs`` epochs on the
     same samples (and a warm-up of the code paths on 3 batches); returns (timed epoch, first epoch
-    from initialisation, credit). The first epoch is slower for one-layer BP and EP: until the network
-    has learned, most output cells are unclamped, so the block weight writes are dense."""
+    from initialisation, credit). The two can differ for one-layer BP and EP: until the network has
+    learned, most output cells are unclamped, so the block weight writes take the dense path."""
     torch.manual_seed(seed)
     net = MLP(cfg["sizes"], cfg["hidden"], "hardsigmoid", cfg["dropout"], seed=seed)
     dt = "divide" if name.startswith("ep") else "multiply"

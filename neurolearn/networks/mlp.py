@@ -57,8 +57,8 @@ def activation_derivative(name: str, u: torch.Tensor) -> torch.Tensor:
 def times_derivative(name: str, grad: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """``grad * f'(u)`` in one pass (the error of a cell's input current, chain rule through ``f``).
 
-    relu: ``grad [u > 0]``, hardsigmoid: ``grad [0 < u < 1]`` (the kinks count as slope 0, as
-    ``activation_derivative`` without ``value``), sigmoid: ``grad s(1 - s)``, identity: ``grad``.
+    relu: ``grad [u > 0]``, hardsigmoid: ``grad [0 < u < 1]`` (the kinks count as slope 0, as in
+    ``activation_derivative``), sigmoid: ``grad s(1 - s)``, identity: ``grad``.
     relu and hardsigmoid use PyTorch's fused threshold/hardtanh backward kernels: one elementwise pass
     instead of a comparison to bool and a masked fill.
     """
