@@ -40,6 +40,11 @@ def _run(args) -> int:
     return 0
 
 
+def _keys(args) -> int:
+    print(recipes.keys_text(args.section))
+    return 0
+
+
 def _recipes(args) -> int:
     for name, res in sorted(recipes.builtin_recipes().items()):
         r = recipes.resolve(res.read_text(), name)
@@ -63,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_run)
     p = sub.add_parser("recipes", help="list the built-in recipes")
     p.set_defaults(func=_recipes)
+    p = sub.add_parser("keys", help="every recipe key: defaults, allowed values, help (per registered type)")
+    p.add_argument("section", nargs="?", choices=recipes.sections(), help="one section only")
+    p.set_defaults(func=_keys)
     sub.add_parser("check-locality", help="check every built-in rule and credit method for locality (--help for options)")
     sub.add_parser("compare", help="rate vs spiking (snnTorch) comparison of a recipe's network (--help for options)")
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -1,20 +1,28 @@
 """Recipes: one TOML file per experiment, validated key by key, resolved with every default filled.
 
 A recipe has a top level (``name``, ``description``, ``seed``) and the sections ``[data]``,
-``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Every key is declared in
-:data:`SCHEMA` with its default and its check; an unknown key or a bad value raises
+``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Nothing here lists keys:
+each section is derived from a description (:mod:`neurolearn.describe`) -- ``[data]``, ``[training]``
+and ``[eval]`` from :class:`DataConfig`, :class:`~neurolearn.train.TrainingConfig` and
+:class:`EvalConfig`; ``[network]``, ``[objective]`` and ``[credit]`` from the registered type their
+``type`` key names (``[credit] type = "equilibrium"`` takes the fields of
+:class:`~neurolearn.credit.EquilibriumProp`; a type registered in a user's file works the same way).
+An unknown key -- including a key the chosen type does not take -- or a bad value raises
 :class:`RecipeError` naming the file, the section and the key, and listing what is allowed.
+``neurolearn keys`` prints every section's keys with defaults, allowed values and help.
 The built-in recipes live in the top-level ``models/`` folder (installed as ``neurolearn.recipes``).
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._resources import shipped
 from ._validate import ParameterError
+from .describe import Description, lookup, param, registered
 
 DEFAULT_RECIPE = "digits_bp_1layer"
 
@@ -23,136 +31,71 @@ class RecipeError(ValueError):
     """A recipe is unreadable, has an unknown key or a bad value (the message names which)."""
 
 
-def _int(lo=None):
-    def f(v):
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            return f"an integer{'' if lo is None else f' >= {lo}'}"
-    return f
+@dataclass(frozen=True)
+class Header(Description):
+    """The top level of a recipe."""
+
+    name: str = param("unnamed", help="name of the run (run folders are runs/<name>-<time>)")
+    description: str = param("", help="one line on what the recipe reproduces")
+    seed: int = param(0, low=0, help="seed of initialisation, batch order and every random draw")
 
 
-def _num(lo=None, hi=None, lo_open=False):
-    def f(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return "a number"
-        if lo is not None and (v < lo or (lo_open and v == lo)) or hi is not None and v > hi:
-            return f"a number in {'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}]"
-    return f
+@dataclass(frozen=True)
+class DataConfig(Description):
+    """``[data]``: where the samples come from and how many are used."""
+
+    source: str = param("digits", help="'digits' (embedded), 'mnist', 'fashion-mnist' (found under "
+                                       "$NEUROLEARN_DATA, ~/.neurolearn/data, /usr/share/datasets) or a folder of IDX files")
+    train_limit: int = param(0, low=0, help="first N training samples (0: all)")
+    test_limit: int = param(0, low=0, help="first N test samples (0: all)")
+    test_fraction: float = param(0.25, low=0.0, high=1.0, low_open=True, high_open=True,
+                                 help="digits only: fraction held out for testing")
+
+    def validate(self):
+        if not self.source:
+            raise ParameterError("DataConfig: source must be a non-empty string ('digits', 'mnist', 'fashion-mnist' "
+                                 "or a folder), got ''")
 
 
-def _choice(*opts):
-    def f(v):
-        if v not in opts:
-            return "one of " + ", ".join(repr(o) for o in opts)
-    return f
+@dataclass(frozen=True)
+class EvalConfig(Description):
+    """``[eval]``: what is measured after training."""
+
+    direct_association: bool = param(True, help="direct association accuracy ('av' and 'max')")
+    linear: bool = param(True, help="linear classifier on the frozen outputs")
+    linear_epochs: int = param(50, low=1, help="epochs of the linear classifier")
+    linear_lr: float = param(0.1, low=0.0, low_open=True, help="Adam learning rate of the linear classifier")
+    linear_schedule: str = param("exponential", choices=("exponential", "linear"), help="its learning-rate schedule")
+    linear_decay: float = param(0.9, low=0.0, high=1.0, low_open=True, help="exponential decay per epoch")
+    linear_dropout: float = param(0.2, low=0.0, high=1.0, high_open=True, help="dropout on the classifier's input")
+    untrained_baseline: bool = param(True, help="evaluate the same network untrained too")
+    receptive_fields: int = param(64, low=0, help="cells drawn in receptive_fields.png (0: none)")
+    locality: bool = param(True, help="check the locality of the training step")
+    spiking: str = param("none", choices=("none", "snntorch", "brian2", "both"), help="run the trained network spiking")
+    spiking_steps: int = param(200, low=1, help="time steps of the spiking simulation")
 
 
-def _bool(v):
-    if not isinstance(v, bool):
-        return "true or false"
+#: the typed sections: section -> (registry kind, default type)
+TYPED = {"network": ("network", "mlp"), "objective": ("objective", "self_defined"), "credit": ("credit", "backprop")}
 
 
-def _str(v):
-    if not isinstance(v, str):
-        return "a string"
+def _fixed_sections() -> dict[str, type]:
+    from .train import TrainingConfig
+
+    return {"data": DataConfig, "training": TrainingConfig, "eval": EvalConfig}
 
 
-def _device(v):
-    """A torch device this machine has: 'cpu', or 'cuda' / 'cuda:N' / 'mps' when available."""
-    import torch
-
-    try:
-        dev = torch.device(v)
-    except (RuntimeError, TypeError):
-        return "a torch device such as 'cpu', 'cuda' or 'cuda:0'"
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return "'cpu' on this machine (torch sees no CUDA device)"
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        return "'cpu' on this machine (torch sees no MPS device)"
+def sections() -> list[str]:
+    """The section names in the order a recipe file lists them."""
+    return ["data", "network", "objective", "credit", "training", "eval"]
 
 
-def _num_or_list(lo=0.0):
-    def f(v):
-        vals = v if isinstance(v, list) else [v]
-        if not vals or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < lo for x in vals):
-            return f"a number >= {lo} or a list of them (one per layer)"
-    return f
-
-
-def _sizes(v):
-    if not isinstance(v, list) or len(v) < 1 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v):
-        return "a list of positive integers: the cells of each population after the input (the input size comes from the data)"
-
-
-def _probs(v):
-    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < 1 for x in v):
-        return "a list of probabilities in [0, 1), one per population (input, hidden..., output)"
-
-
-# section -> key -> (default, check)
-SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
-    "": {"name": ("unnamed", _str), "description": ("", _str), "seed": (0, _int(0))},
-    "data": {
-        "source": ("digits", _str),
-        "train_limit": (0, _int(0)),
-        "test_limit": (0, _int(0)),
-        "test_fraction": (0.25, _num(0.0, 1.0, lo_open=True)),
-    },
-    "network": {
-        "sizes": ([2000], _sizes),
-        "hidden_activation": ("relu", _choice("relu", "hardsigmoid", "sigmoid", "identity")),
-        "output_activation": ("hardsigmoid", _choice("relu", "hardsigmoid", "sigmoid", "identity")),
-        "dropout": ([0.3, 0.2], _probs),
-        "init_gain": (0.5, _num(0.0, lo_open=True)),
-    },
-    "objective": {
-        "type": ("self_defined", _choice("self_defined", "supervised")),
-        "k": (6, _int(1)),
-        "gamma": (0.4, _num(0.0)),
-        "mode": ("batch", _choice("batch", "sequential")),
-        "eta": (0.6, _num(0.0, 1.0, lo_open=True)),
-        "reset_each_epoch": (True, _bool),
-        "smoothing": (0.0, _num(0.0, 0.999)),
-        "dropout_target": ("multiply", _choice("multiply", "divide", "none")),
-    },
-    "credit": {
-        "type": ("backprop", _choice("backprop", "equilibrium")),
-        "beta": (0.2, _num(0.0, lo_open=True)),
-        "free_steps": (40, _int(1)),
-        "nudged_steps": (10, _int(1)),
-        "dt": (0.2, _num(0.0, 1.0, lo_open=True)),
-        "beta_sign": ("random", _choice("positive", "random", "symmetric")),
-        "tol": (0.0, _num(0.0)),
-        "exact_single_layer": (True, _bool),
-        "free_solver": ("euler", _choice("euler", "alternating")),
-        "nudged_solver": ("euler", _choice("euler", "alternating")),
-        "solver_tol": (1e-4, _num(0.0, lo_open=True)),
-    },
-    "training": {
-        "epochs": (10, _int(0)),
-        "batch_size": (16, _int(1)),
-        "optimizer": ("sgd", _choice("sgd", "adam")),
-        "lr": (8.0, _num_or_list(0.0)),
-        "schedule": ("linear", _choice("linear", "none")),
-        "block": (8, _int(1)),
-        "final_lr_factor": (5e-4, _num(0.0, 1.0)),
-        "threads": (0, _int(0)),
-        "device": ("cpu", _device),
-    },
-    "eval": {
-        "direct_association": (True, _bool),
-        "linear": (True, _bool),
-        "linear_epochs": (50, _int(1)),
-        "linear_lr": (0.1, _num(0.0, lo_open=True)),
-        "linear_schedule": ("exponential", _choice("exponential", "linear")),
-        "linear_decay": (0.9, _num(0.0, 1.0, lo_open=True)),
-        "linear_dropout": (0.2, _num(0.0, 0.999)),
-        "untrained_baseline": (True, _bool),
-        "receptive_fields": (64, _int(0)),
-        "locality": (True, _bool),
-        "spiking": ("none", _choice("none", "snntorch", "brian2", "both")),
-        "spiking_steps": (200, _int(1)),
-    },
-}
+def section_class(section: str, values: dict | None = None) -> type:
+    """The description class a section's values are checked against (typed sections: by ``type``)."""
+    if section in TYPED:
+        kind, default = TYPED[section]
+        return lookup(kind, (values or {}).get("type", default))
+    return _fixed_sections()[section]
 
 
 def builtin_recipes() -> dict[str, Any]:
@@ -167,7 +110,10 @@ def find_recipe(name_or_path: str | None) -> tuple[str, str]:
         name_or_path = DEFAULT_RECIPE
     p = Path(name_or_path)
     if p.is_file():
-        return str(p), p.read_text()
+        try:
+            return str(p), p.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RecipeError(f"recipe {name_or_path!r} cannot be read: {e}") from None
     stem = p.name[:-5] if p.name.endswith(".toml") else p.name
     recipes = builtin_recipes()
     if stem in recipes and (p.parent == Path(".") or p.parent.name == "models"):
@@ -201,52 +147,53 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{label}: not valid TOML: {e}") from None
+    if not raw:
+        raise RecipeError(f"{label}: the recipe is empty; give at least its name and the sections that differ from "
+                          f"the defaults (`neurolearn keys` lists them)")
     for section, keys in (overrides or {}).items():
+        if section and section not in sections():
+            raise RecipeError(f"--set: unknown section [{section}]; sections are "
+                              + ", ".join(f"[{s}]" for s in sections()))
         target = raw if section == "" else raw.setdefault(section, {})
+        if section in TYPED and "type" in keys and keys["type"] != target.get("type"):
+            # a new type starts from its own defaults: keep only the overridden keys
+            target.clear()
         target.update(keys)
-    out: dict = {}
-    sections = [s for s in SCHEMA if s]
     for key, value in raw.items():
         if isinstance(value, dict):
-            if key not in SCHEMA or key == "":
-                raise RecipeError(f"{label}: unknown section [{key}]; sections are " + ", ".join(f"[{s}]" for s in sections))
-        elif key not in SCHEMA[""]:
-            raise RecipeError(
-                f"{label}: unknown top-level key {key!r}; allowed: {', '.join(SCHEMA[''])} and the sections "
-                + ", ".join(f"[{s}]" for s in sections)
-            )
-    for section, keys in SCHEMA.items():
-        given = raw if section == "" else raw.get(section, {})
-        resolved = {}
-        for key, value in given.items():
-            if section == "" and isinstance(value, dict):
-                continue
-            if key not in keys:
-                where = f"[{section}] " if section else ""
-                raise RecipeError(f"{label}: unknown key {where}{key!r}; allowed keys: {', '.join(keys)}")
-            problem = keys[key][1](value)
-            if problem:
-                where = f"[{section}] " if section else ""
-                raise RecipeError(f"{label}: {where}{key} must be {problem}, got {value!r}")
-            resolved[key] = value
-        for key, (default, _) in keys.items():
-            resolved.setdefault(key, default)
-        if section == "":
-            out.update(resolved)
-        else:
-            out[section] = resolved
-    net = out["network"]
-    if len(net["dropout"]) != len(net["sizes"]) + 1:
-        raise RecipeError(
-            f"{label}: [network] dropout must have {len(net['sizes']) + 1} entries (input, hidden..., output) "
-            f"for sizes {net['sizes']}, got {net['dropout']}"
-        )
-    lr = out["training"]["lr"]
-    if isinstance(lr, list) and len(lr) not in (1, len(net["sizes"])):
-        raise RecipeError(
-            f"{label}: [training] lr must be one number or one per layer ({len(net['sizes'])}), got {lr}"
-        )
+            if key not in sections():
+                raise RecipeError(f"{label}: unknown section [{key}]; sections are " + ", ".join(f"[{s}]" for s in sections()))
+        elif key not in Header.params():
+            raise RecipeError(f"{label}: unknown top-level key {key!r}; allowed: {', '.join(Header.params())} and the "
+                              "sections " + ", ".join(f"[{s}]" for s in sections()))
+    try:
+        header = Header.from_values({k: v for k, v in raw.items() if not isinstance(v, dict)}, "top level: ")
+    except ParameterError as e:
+        raise RecipeError(f"{label}: {e}") from None
+    out: dict = header.values()
+    for section in sections():
+        given = dict(raw.get(section, {}))
+        try:
+            cls = section_class(section, given)
+            obj = cls.from_values({k: v for k, v in given.items() if k != "type"}, f"[{section}] ")
+        except ParameterError as e:
+            msg = str(e)
+            raise RecipeError(f"{label}: {msg if msg.startswith('[') else f'[{section}] {msg}'}") from None
+        values = obj.values()
+        out[section] = ({"type": cls.registry_name} | values) if section in TYPED else values
     return out
+
+
+def describe_recipe(recipe: dict) -> dict:
+    """The description objects of a resolved recipe: ``{"data", "network", "objective", "credit",
+    "training", "eval"}`` (frozen and validated)."""
+    parts = {}
+    for section in sections():
+        values = dict(recipe[section])
+        cls = section_class(section, values)
+        values.pop("type", None)
+        parts[section] = cls.from_values(values)
+    return parts
 
 
 def dumps(recipe: dict) -> str:
@@ -257,8 +204,10 @@ def dumps(recipe: dict) -> str:
             return "true" if v else "false"
         if isinstance(v, str):
             return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
+        if isinstance(v, (list, tuple)):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     lines = [f"{k} = {fmt(v)}" for k, v in recipe.items() if not isinstance(v, dict)]
@@ -268,30 +217,38 @@ def dumps(recipe: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(recipe: dict, n_inputs: int):
-    """Objects of a resolved recipe: ``(network, objective, credit)``."""
-    from .credit import Backprop, EquilibriumProp
-    from .networks import MLP
-    from .objectives import SelfDefinedTarget, SupervisedTarget
+def keys_text(section: str | None = None) -> str:
+    """Every section's keys (typed sections: per registered type) with defaults, allowed values and help."""
 
-    net_cfg, obj_cfg, cr_cfg = recipe["network"], recipe["objective"], recipe["credit"]
+    def rows(cls):
+        out = []
+        for name, (default, p) in cls.params().items():
+            d = list(default) if isinstance(default, tuple) else default
+            out.append(f"    {name:<20} = {d!r:<14} {p.allowed()}" + (f"; {p.help}" if p.help else ""))
+        return out
+
+    lines = ["top level:"] + rows(Header)
+    for s in sections():
+        if section and s != section:
+            continue
+        if s in TYPED:
+            kind, default = TYPED[s]
+            for name, cls in sorted(registered(kind).items()):
+                mark = " (default)" if name == default else ""
+                doc = (cls.__doc__ or "").strip().split("\n")[0]
+                lines += ["", f"[{s}] type = {name!r}{mark}: {doc}"] + rows(cls)
+        else:
+            lines += ["", f"[{s}]"] + rows(_fixed_sections()[s])
+    return "\n".join(lines)
+
+
+def build(recipe: dict, input_shape):
+    """Objects of a resolved recipe: ``(network, objective, credit)``; ``input_shape`` is one sample's
+    shape (or its number of features)."""
+    parts = describe_recipe(recipe)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
     try:
-        net = MLP(
-            [n_inputs] + list(net_cfg["sizes"]),
-            hidden_activation=net_cfg["hidden_activation"],
-            output_activation=net_cfg["output_activation"],
-            dropout=net_cfg["dropout"],
-            init_gain=net_cfg["init_gain"],
-            seed=recipe["seed"],
-        )
-        if obj_cfg["type"] == "self_defined":
-            objective = SelfDefinedTarget(**{k: v for k, v in obj_cfg.items() if k != "type"})
-        else:
-            objective = SupervisedTarget(smoothing=obj_cfg["smoothing"])
-        if cr_cfg["type"] == "backprop":
-            credit = Backprop()
-        else:
-            credit = EquilibriumProp(**{k: v for k, v in cr_cfg.items() if k != "type"})
+        net = parts["network"].build(shape, seed=recipe["seed"])
     except ParameterError as e:
-        raise RecipeError(f"recipe {recipe['name']!r}: {e}") from None
-    return net, objective, credit
+        raise RecipeError(f"recipe {recipe['name']!r}: [network] {e}") from None
+    return net, parts["objective"], parts["credit"]

@@ -1,130 +1,178 @@
 """Training loop: epochs of mini-batches, learning-rate schedule, checkpoints, resume, divergence.
 
-Per epoch ``e`` (Liu et al. 2024, Algorithm 1): the objective's state is reset if it says so
-(``H <- 0``), the learning rate of every layer is ``lr_l * f(e)`` with the linear schedule
-``f(e) = 1 + (final_lr_factor - 1) e / E`` (torch's ``LinearLR`` from 1 to ``final_lr_factor``),
-the batches come from :func:`neurolearn.data.batch_indices` (deterministic per seed and epoch), and
-each batch is one ``credit.step``. For a one-layer network trained by plain SGD, ``block`` batches
-share one input GEMM and one weight write (:class:`~neurolearn.plasticity.base.DeferredLayer`):
-the same updates, exactly, with two large matrix products per block instead of two small ones per batch.
-Input cells that are zero in every training sample (MNIST's border: 111 of 784 pixels) contribute
-nothing to any current and receive no update, so the blocks of an epoch work on a compact copy of the
-other columns of ``W``, written back at the end of the epoch (input dropout is then drawn for the
-active columns only: dropping a silent input changes nothing). Columns active in fewer than
-:data:`RARE_FREQUENCY` of the samples are kept apart (their weights transposed) and enter the block
-products as sparse matrices (:func:`split_columns`). After every epoch a checkpoint is written atomically; a loss or
-weight that stops being finite stops the run with :class:`DivergenceError` *before* anything is
-written, so the last good checkpoint stays intact. ``resume=True`` continues after the last
-checkpoint and reproduces the uninterrupted run (same batches, same random masks).
+Per epoch ``e`` (Liu et al. 2024, Algorithm 1): the objective's epoch hook runs (the self-defined
+target resets ``H <- 0``), the learning rate of every layer is ``lr_l * f(e)`` with the linear schedule
+``f(e) = 1 + (final_lr_factor - 1) e / E`` (torch's ``LinearLR`` from 1 to ``final_lr_factor``), and
+an executor (:mod:`neurolearn.engine`) trains the epoch's batches -- the reference executor calls
+``credit.step`` on every batch; a fast one, chosen automatically for the combinations it supports, is
+tested equal to it. Batches come from :func:`neurolearn.data.batch_indices` and every random draw
+from the batch's generator keyed by (seed, epoch, batch) (:mod:`neurolearn.rng`), so ``block``,
+the executor and resuming cannot change results.
+
+After every epoch the weights are current: callbacks run, a checkpoint is written atomically (weights,
+objective state, the credit method's state, optimiser state). A loss or weight that stops being finite
+restores the network in memory to its state at the start of the epoch and raises
+:class:`DivergenceError`, which says at which epoch and batch, whether a checkpoint exists, and that
+the input was checked finite (so the update produced the first non-finite value); nothing is written,
+so the last good checkpoint stays intact. ``load_checkpoint`` continues after the last checkpoint and
+reproduces the uninterrupted run.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from ._validate import ParameterError
 from .data import batch_indices
-from .plasticity.base import DeferredLayer, _plain_sgd
+from .describe import Description, param
+from .engine import NonFiniteLoss, select_executor
+from .rng import named_generator
 from .runs import load_tensors, save_tensors, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_INFO = "checkpoint.json"
 
 
-#: largest fraction of active input columns for which one-layer blocks run on a compact weight copy
-COMPACT_COLUMNS = 0.95
+@dataclass(frozen=True)
+class TrainingConfig(Description):
+    """The training settings (recipe section ``[training]``), validated when made; every default filled.
 
+    ``TrainingConfig(lr=0)`` raises ``TrainingConfig: lr must be a finite number > 0 or a list of them, got 0``.
+    """
 
-def active_columns(x: torch.Tensor) -> torch.Tensor | None:
-    """Indices of the input columns that are non-zero in some row of ``x`` (padded with silent ones
-    to a multiple of 16), or ``None`` when more than :data:`COMPACT_COLUMNS` of them are active (then a
-    compact copy saves too little)."""
-    active = x.ne(0).any(0)
-    n = int(active.sum())
-    if n > COMPACT_COLUMNS * x.shape[1]:
-        return None
-    # a multiple of 16 columns keeps the compact matrix's rows aligned (an odd width makes the
-    # in-place weight GEMM markedly slower); the padding columns are silent ones
-    pad = min(-n % 16, x.shape[1] - n)
-    if pad:
-        active[(~active).nonzero().squeeze(1)[:pad]] = True
-    return active.nonzero().squeeze(1)
+    epochs: int = param(10, low=0, help="epochs to train")
+    batch_size: int = param(16, low=1, help="samples per mini-batch")
+    optimizer: str = param("sgd", choices=("sgd", "adam"), help="plain SGD or Adam (torch.optim)")
+    lr: float = param(8.0, "float_or_floats", low=0.0, low_open=True, help="learning rate, or one per layer")
+    schedule: str = param("linear", choices=("linear", "none"), help="linear decay to final_lr_factor over the epochs")
+    final_lr_factor: float = param(5e-4, low=0.0, high=1.0, help="lr factor reached at the last epoch")
+    block: int = param(8, low=1, help="batches per weight write of the blocked executor (1: off)")
+    threads: int = param(0, low=0, help="torch CPU threads (0: torch's default)")
+    device: str = param("cpu", help="torch device: 'cpu', 'cuda', 'cuda:0', 'mps'")
+    engine: str = param("auto", help="executor: 'auto' (fastest that supports the setup), 'reference', 'blocked'")
 
+    def validate(self):
+        cpus = os.cpu_count() or 1
+        if self.threads > cpus:
+            raise ParameterError(f"TrainingConfig: threads must be an integer in [0, {cpus}] (this machine's CPUs), "
+                                 f"got {self.threads}")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ParameterError(f"TrainingConfig: device must be a torch device such as 'cpu', 'cuda' or "
+                                 f"'cuda:0', got {self.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ParameterError(f"TrainingConfig: device must be 'cpu' on this machine (torch sees no CUDA device), "
+                                 f"got {self.device!r}")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ParameterError(f"TrainingConfig: device must be 'cpu' on this machine (no MPS device), got {self.device!r}")
+        from .engine import executors
 
-#: input columns active in fewer than this fraction of the samples go through sparse products in
-#: one-layer blocks (on MNIST: 288 of the 688 active pixels, holding 2% of the nonzero inputs)
-RARE_FREQUENCY = 0.05
+        names = ("auto",) + tuple(sorted(executors()))
+        if self.engine not in names:
+            raise ParameterError(f"TrainingConfig: engine must be one of {', '.join(repr(n) for n in names)}, "
+                                 f"got {self.engine!r}")
 
-
-def split_columns(x: torch.Tensor, cols: torch.Tensor) -> int:
-    """Reorder ``cols`` in place, frequently active input columns first, and return how many of them
-    the dense GEMMs take (a multiple of 16); the rest, active in fewer than :data:`RARE_FREQUENCY` of
-    the rows of ``x``, go through sparse products (:class:`DeferredLayer` ``sparse_weight_t``).
-    Returns ``len(cols)`` (no split) when fewer than 16 columns are rare."""
-    freq = x[:, cols].ne(0).float().mean(0)
-    order = freq.argsort(descending=True, stable=True)
-    cols.copy_(cols[order])
-    n_dense = int((freq >= RARE_FREQUENCY).sum())
-    n_dense = min(n_dense + (-n_dense % 16), len(cols))
-    return len(cols) if len(cols) - n_dense < 16 else n_dense
+    def lrs(self, n_layers: int) -> list[float]:
+        """One learning rate per layer (a single value is shared)."""
+        lrs = list(self.lr) if isinstance(self.lr, tuple) else [self.lr]
+        if len(lrs) == 1:
+            return lrs * n_layers
+        if len(lrs) != n_layers:
+            raise ParameterError(f"TrainingConfig: lr must be one number or one per layer ({n_layers}), got {lrs}")
+        return lrs
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or weight; the last good checkpoint was kept."""
+    """Training produced a non-finite loss or weight; the network in memory was restored (see module doc)."""
 
 
-def make_optimizer(net, training: dict) -> torch.optim.Optimizer:
+class TrainingInputError(ValueError):
+    """The input given to :meth:`Trainer.fit` has the wrong type, shape, dtype, size or values."""
+
+
+def make_optimizer(net, config: TrainingConfig) -> torch.optim.Optimizer:
     """SGD or Adam with one parameter group per layer (per-layer learning rates)."""
-    lrs = training["lr"] if isinstance(training["lr"], list) else [training["lr"]]
-    if len(lrs) == 1:
-        lrs = lrs * net.n_layers
-    groups = [{"params": list(layer.parameters()), "lr": float(lr), "base_lr": float(lr)} for layer, lr in zip(net.layers, lrs)]
-    if training["optimizer"] == "sgd":
+    lrs = config.lrs(net.n_layers)
+    groups = [{"params": list(layer.parameters()), "lr": lr, "base_lr": lr} for layer, lr in zip(net.layers, lrs)]
+    if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lrs[0])
     return torch.optim.Adam(groups, lr=lrs[0])
 
 
-def lr_factor(epoch: int, training: dict) -> float:
+def lr_factor(epoch: int, config: TrainingConfig) -> float:
     """Linear schedule from 1 at epoch 0 to ``final_lr_factor`` at the last epoch (or 1 without schedule)."""
-    if training["schedule"] == "none" or training["epochs"] <= 1:
+    if config.schedule == "none" or config.epochs <= 1:
         return 1.0
-    frac = min(epoch, training["epochs"]) / training["epochs"]
-    return 1.0 + (training["final_lr_factor"] - 1.0) * frac
+    frac = min(epoch, config.epochs) / config.epochs
+    return 1.0 + (config.final_lr_factor - 1.0) * frac
+
+
+def as_config(training) -> TrainingConfig:
+    """A :class:`TrainingConfig` from one, from a dict of its keys (missing keys take their defaults;
+    an unknown key or a bad value is an error naming it) or from ``None`` (every default)."""
+    if isinstance(training, TrainingConfig):
+        return training
+    if training is None:
+        return TrainingConfig()
+    if not isinstance(training, dict):
+        raise ParameterError(f"Trainer: training must be a TrainingConfig or a dict of its keys, got {type(training).__name__}")
+    return TrainingConfig.from_values(training, "Trainer: training: ")
 
 
 class Trainer:
     """Trains ``net`` with ``credit`` on ``objective`` (see module docstring).
 
-    ``out_dir`` (optional) receives the checkpoints; ``progress`` shows a progress bar.
+    ``training``: a :class:`TrainingConfig` (or a dict of its keys); ``out_dir`` (optional) receives the
+    checkpoints; ``progress`` shows a progress bar of batches; ``callbacks`` are called as
+    ``callback(trainer)`` after every epoch, when the weights are current.
     """
 
-    def __init__(self, net, objective, credit, training: dict, seed: int = 0, out_dir: str | Path | None = None,
-                 progress: bool = True):
+    def __init__(self, net, objective, credit, training=None, seed: int = 0, out_dir: str | Path | None = None,
+                 progress: bool = True, callbacks: Sequence[Callable] = ()):
+        self.config = as_config(training)
         self.net, self.objective, self.credit = net, objective, credit
-        self.training, self.seed = training, seed
+        self.seed = seed
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
+        self.callbacks = list(callbacks)
+        self.device = next(net.parameters()).device
+        credit.check_setup(net, objective, self.config.optimizer)
         self.state = objective.init_state(net.sizes[-1], net.dropout[-1])
         if isinstance(self.state, torch.nn.Module):
-            self.state.to(next(net.parameters()).device)
-        self.optimizer = make_optimizer(net, training)
-        self.generator = torch.Generator().manual_seed(seed)
+            self.state.to(self.device)
+        self.credit_state = credit.init_state(net, named_generator(seed, "credit"))
+        for k, v in list(self.credit_state.items()):
+            if torch.is_tensor(v):
+                self.credit_state[k] = v.to(self.device)
+        self.optimizer = make_optimizer(net, self.config)
+        self.executor_class, self.executor_reasons = select_executor(self, self.config.engine)
         self.epoch = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.samples_seen = 0
+
+    @property
+    def training(self) -> dict:
+        """The training settings as a dict (recipe section ``[training]``)."""
+        return self.config.values()
 
     # ------------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict:
         t = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         if isinstance(self.state, torch.nn.Module):
             t.update({f"objective.{k}": v for k, v in self.state.state_dict().items()})
-        t["generator"] = self.generator.get_state()
+        t.update({f"credit.{k}": v for k, v in self.credit_state.items() if torch.is_tensor(v)})
         for i, st in self.optimizer.state_dict()["state"].items():
             for name, v in st.items():
                 if v is None:
@@ -132,15 +180,17 @@ class Trainer:
                 t[f"optim.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
         return t
 
+    def _info(self) -> dict:
+        return {"epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
+                "samples_seen": self.samples_seen,
+                "credit": {k: v for k, v in self.credit_state.items() if not torch.is_tensor(v)}}
+
     def save_checkpoint(self) -> None:
-        """Write weights, objective state, optimiser state and RNG state (atomic; no-op without out_dir)."""
+        """Write weights, objective, credit and optimiser state (atomic; no-op without ``out_dir``)."""
         if self.out_dir is None:
             return
         save_tensors(self.out_dir / CHECKPOINT, self._tensors())
-        write_json(self.out_dir / CHECKPOINT_INFO, {
-            "epoch": self.epoch, "history": self.history, "train_seconds": self.train_seconds,
-            "samples_seen": self.samples_seen,
-        })
+        write_json(self.out_dir / CHECKPOINT_INFO, self._info())
 
     def load_checkpoint(self) -> bool:
         """Restore the last checkpoint of ``out_dir``; ``False`` if there is none."""
@@ -148,10 +198,23 @@ class Trainer:
             return False
         t = load_tensors(self.out_dir / CHECKPOINT)
         info = json.loads((self.out_dir / CHECKPOINT_INFO).read_text())
+        self._restore(t, info)
+        return True
+
+    def _restore(self, t: dict, info: dict) -> None:
         self.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
         if isinstance(self.state, torch.nn.Module):
             self.state.load_state_dict({k[10:]: v for k, v in t.items() if k.startswith("objective.")})
-        self.generator.set_state(t["generator"])
+        for k, v in t.items():
+            if k.startswith("credit."):
+                self.credit_state[k[7:]] = v.to(self.device)
+        for k, v in info.get("credit", {}).items():
+            old = self.credit_state.get(k)
+            if isinstance(old, dict):  # keep the object's type (e.g. a Counter)
+                old.clear()
+                old.update(v)
+            else:
+                self.credit_state[k] = v
         sd = self.optimizer.state_dict()
         state: dict = {}
         for k, v in t.items():
@@ -164,89 +227,98 @@ class Trainer:
         self.history = info["history"]
         self.train_seconds = info["train_seconds"]
         self.samples_seen = info["samples_seen"]
-        return True
+
+    def _snapshot(self) -> tuple:
+        return ({k: v.detach().clone() for k, v in self._tensors().items()}, copy.deepcopy(self._info()))
 
     # ------------------------------------------------------------------ training
+    def check_input(self, x, labels=None):
+        """``(x, labels)`` ready for training, or :class:`TrainingInputError` naming what is wrong: ``x`` must
+        be a non-empty floating-point tensor of the network's input shape with finite values; ``labels`` one
+        integer per sample when the objective needs them."""
+        if not torch.is_tensor(x):
+            raise TrainingInputError(f"fit: x must be a torch tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TrainingInputError(f"fit: x must be a floating-point tensor (e.g. torch.float32), got {x.dtype}")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise TrainingInputError(f"fit: x must be a non-empty batch of samples (batch, ...), got shape {tuple(x.shape)}")
+        try:
+            self.net.check_input(x[:1])
+        except ValueError as e:
+            raise TrainingInputError(f"fit: {e}") from None
+        if not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero()[:5].squeeze(1).tolist()
+            raise TrainingInputError(f"fit: x must be finite; samples {bad} hold NaN or Inf")
+        if self.objective.needs_labels and labels is None:
+            raise TrainingInputError(f"fit: {type(self.objective).__name__} needs labels (fit(x, labels))")
+        if labels is not None:
+            if not torch.is_tensor(labels) or labels.ndim != 1 or labels.shape[0] != x.shape[0] or labels.is_floating_point():
+                raise TrainingInputError(f"fit: labels must be an integer tensor of shape ({x.shape[0]},), got "
+                                         f"{tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__}")
+            if labels.min() < 0:
+                raise TrainingInputError(f"fit: labels must be >= 0, got {int(labels.min())}")
+        x = x.to(self.device, self.net.layers[0].weight.dtype)
+        return x, (labels.to(self.device) if labels is not None else None)
+
     def fit(self, x: torch.Tensor, labels: torch.Tensor | None = None, epochs: int | None = None) -> list[dict]:
-        """Train until ``epochs`` (default: the recipe's) epochs are done; returns the history."""
-        epochs = self.training["epochs"] if epochs is None else epochs
-        bs = self.training["batch_size"]
-        bar = tqdm(total=epochs, initial=self.epoch, desc="training", unit="epoch", disable=not self.progress,
-                   dynamic_ncols=True, leave=False)
-        # the columns of input cells active somewhere in x (one-layer blocks work on those only)
-        cols = active_columns(x) if self.deferrable and self.training.get("block", 1) > 1 else None
-        n_dense = None if cols is None else (  # frequent columns first; sparse products measured on the CPU only
-            split_columns(x, cols) if x.device.type == "cpu" else len(cols))
-        x_active = x[:, cols].contiguous() if cols is not None else x  # the blocks read these columns only
+        """Train until ``epochs`` (default: the configuration's) epochs are done; returns the history."""
+        epochs = self.config.epochs if epochs is None else epochs
+        x, labels = self.check_input(x, labels)
+        n_batches = len(batch_indices(x.shape[0], self.config.batch_size, self.seed, 0, shuffle=False))
+        executor = self.executor_class(self)
+        executor.prepare(x, labels)
+        bar = tqdm(total=epochs * n_batches, initial=min(self.epoch, epochs) * n_batches, desc="training",
+                   unit="batch", disable=not self.progress, dynamic_ncols=True, leave=False)
         try:
             while self.epoch < epochs:
                 self._set_lr(self.epoch)
                 self.objective.on_epoch_start(self.state)
+                good = self._snapshot()
+                bar.set_description(f"training epoch {self.epoch + 1}/{epochs}")
                 t0 = time.perf_counter()
-                total, n = 0.0, 0
-                batches = batch_indices(x.shape[0], bs, self.seed, self.epoch)
-                block = self.training.get("block", 1) if self.deferrable else 1
-                compact = compact_t = None
-                if block > 1 and cols is not None:  # a compact copy of the active columns' weights
-                    W = self.net.layers[0].weight.detach()
-                    compact = W[:, cols[:n_dense]].contiguous()
-                    if n_dense < len(cols):  # the rare columns' weights, transposed for the sparse products
-                        compact_t = W[:, cols[n_dense:]].T.contiguous()
-                for start in range(0, len(batches), block):
-                    group = batches[start : start + block]
-                    defer, masks = None, [None] * len(group)
-                    if block == 1:
-                        inputs = [x[idx] for idx in group]
-                    else:  # one draw of the block's dropout masks, one input GEMM (DeferredLayer)
-                        rows = [len(idx) for idx in group]
-                        block_x = self.net._drop(x_active[torch.cat(group)], 0, self.generator)
-                        out_masks = self.net.output_mask(block_x.shape[0], self.generator, block_x.device)
-                        inputs = list(block_x.split(rows))
-                        masks = list(out_masks.split(rows)) if out_masks is not None else masks
-                        defer = DeferredLayer(self.net.layers[0], self.optimizer.param_groups[0]["lr"], block_x, compact,
-                                              compact_t)
-                    for idx, xi, mi in zip(group, inputs, masks):
-                        lab = labels[idx] if labels is not None else None
-                        kw = {"defer": defer, "out_mask": mi} if defer is not None else {}
-                        out = self.credit.step(self.net, xi, self.objective, self.state, self.optimizer, lab,
-                                               self.generator, **kw)
-                        loss = float(out["loss"])
-                        if not math.isfinite(loss):
-                            raise DivergenceError(
-                                f"training diverged at epoch {self.epoch + 1} (loss {loss}); "
-                                + (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}" if self.out_dir else "no checkpoint folder")
-                            )
-                        total += loss * len(idx)
-                        n += len(idx)
-                    if defer is not None:
-                        defer.flush()
-                if compact is not None:  # the epoch's updates of the active columns, written back once
-                    with torch.no_grad():
-                        self.net.layers[0].weight[:, cols[:n_dense]] = compact
-                        if compact_t is not None:
-                            self.net.layers[0].weight[:, cols[n_dense:]] = compact_t.T
+                try:
+                    total, n = executor.run_epoch(self.epoch, x, labels, bar.update)
+                except NonFiniteLoss as e:
+                    self._restore(*good)
+                    raise DivergenceError(self._divergence(f"the loss became {e.loss}", e.batch, n_batches)) from None
                 self.train_seconds += time.perf_counter() - t0
-                if not all(torch.isfinite(p).all() for p in self.net.parameters()):
-                    raise DivergenceError(f"weights stopped being finite at epoch {self.epoch + 1}; last good checkpoint kept")
+                bad = [name for name, p in self.net.named_parameters() if not torch.isfinite(p).all()]
+                if bad:
+                    self._restore(*good)
+                    raise DivergenceError(self._divergence(f"weights {', '.join(bad)} stopped being finite", None,
+                                                           n_batches))
                 self.samples_seen += n
                 self.epoch += 1
                 self.history.append({"epoch": self.epoch, "loss": total / max(n, 1)})
                 self.save_checkpoint()
-                bar.update(1)
                 bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+                for cb in self.callbacks:
+                    cb(self)
         finally:
             bar.close()
         return self.history
 
+    def _divergence(self, what: str, batch: int | None, n_batches: int) -> str:
+        where = f"epoch {self.epoch + 1}" + (f", batch {batch + 1} of {n_batches}" if batch is not None else "")
+        if self.out_dir is not None and (self.out_dir / CHECKPOINT).exists():
+            kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}"
+        elif self.out_dir is not None:
+            kept = f"no checkpoint exists yet in {self.out_dir} (the divergence came in the first epoch)"
+        else:
+            kept = "no checkpoint folder was given"
+        return (f"training diverged at {where}: {what}. The input was checked finite, so the update produced the "
+                f"first non-finite value (try a smaller learning rate). The network in memory is restored to its "
+                f"state at the start of epoch {self.epoch + 1}; {kept}.")
+
     def _set_lr(self, epoch: int) -> None:
-        f = lr_factor(epoch, self.training)
+        f = lr_factor(epoch, self.config)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * f
 
     @property
-    def deferrable(self) -> bool:
-        """Blocks of deferred updates apply: one layer, plain SGD (see ``DeferredLayer``)."""
-        return self.net.n_layers == 1 and _plain_sgd(self.optimizer)
+    def executor(self) -> str:
+        """Name of the executor that runs this setup."""
+        return self.executor_class.name
 
     @property
     def seconds_per_1000(self) -> float:

@@ -54,38 +54,3 @@ def test_contrastive_hebbian_rejects_zero_beta():
     with pytest.raises(ValueError, match="beta must be a non-zero number"):
         ContrastiveHebbian.update(x, y, x, y, 0)
     assert ContrastiveHebbian.update(x, y, x, y, 0.5).shape == (4, 3)
-
-
-def test_rows_as_csr_is_the_transpose():
-    from neurolearn.plasticity.base import rows_as_csr
-
-    torch.manual_seed(0)
-    A = torch.randn(12, 30) * (torch.rand(12, 30) < 0.1)
-    A[:, 5] = 0  # an output cell with no error in the block: an empty row of A^T
-    assert torch.equal(rows_as_csr(A).to_dense(), A.T)
-    assert torch.equal(rows_as_csr(torch.zeros(4, 3)).to_dense(), torch.zeros(3, 4))
-
-
-@pytest.mark.parametrize("density,sparse", [(0.02, True), (0.5, False)])
-def test_deferred_flush_sparse_and_dense_writes(monkeypatch, density, sparse):
-    """``W <- W_0 - lr E^T X``: through a sparse E^T when few post factors are nonzero, a dense GEMM
-    otherwise; both equal the equation."""
-    import neurolearn.plasticity.base as base
-    from neurolearn.plasticity.base import DeferredLayer, LowRankUpdate
-
-    calls = []
-    real = base.rows_as_csr
-    monkeypatch.setattr(base, "rows_as_csr", lambda A: calls.append(1) or real(A))
-    torch.manual_seed(1)
-    layer = nn.Linear(50, 400)
-    W0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
-    X = torch.rand(64, 50)
-    E = torch.randn(64, 400) * (torch.rand(64, 400) < density)
-    d = DeferredLayer(layer, 0.1, X)
-    for r in range(0, 64, 16):
-        d.drive(X[r:r + 16])
-        d.add(LowRankUpdate(post=E[r:r + 16], pre=X[r:r + 16]))
-    d.flush()
-    assert bool(calls) == sparse
-    assert torch.allclose(layer.weight, W0 - 0.1 * E.T @ X, atol=1e-5)
-    assert torch.allclose(layer.bias, b0 - 0.1 * E.sum(0), atol=1e-5)

@@ -16,80 +16,45 @@ gradient. For the locality checker the same rule is written out (:meth:`Backprop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from ..describe import register
 from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
-from ..networks.mlp import MLP, activation, activation_derivative, times_derivative
+from ..networks.activations import activation, activation_derivative, times_derivative
 from ..plasticity.base import apply_updates
 from ..plasticity.delta import Delta
-from .base import mse
+from .base import CreditMethod
 
 
 def _contract(pathway: str) -> Contract:
     return Contract("Backprop", allows={"pre", "post", "neuron_signal"}, pathways=(pathway,))
 
 
+@register("credit", "backprop")
 @dataclass(frozen=True)
-class Backprop:
+class Backprop(CreditMethod):
     """Backpropagation of the objective's error with autograd; weight change by the delta rule."""
 
-    rule: Delta = Delta()
+    rule: Delta = field(default_factory=Delta)
 
-    @torch.no_grad()
-    def respond(self, net: MLP, x: torch.Tensor) -> torch.Tensor:
-        """Output of the trained feed-forward network (no dropout): ``net(x)``."""
-        return net(x)
+    def step(self, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
+        """One training step on batch ``x``: forward with dropout, output error, hidden errors, update.
 
-    def step(self, net: MLP, x, objective, state, optimizer, labels=None, generator=None, defer=None,
-             out_mask=None) -> dict:
-        """One training step on batch ``x``: forward with dropout, target, errors, fused update.
-
-        With ``defer`` (a :class:`~neurolearn.plasticity.base.DeferredLayer`, one-layer networks)
-        ``x`` is already dropped out, its current comes from ``defer``, the output mask is ``out_mask``
-        (drawn for the block) and the update is recorded in ``defer``.
+            e_L = dL/dy * m * f'(u_L);   e_l = autograd of u_L w.r.t. u_l seeded with e_L;   g_l = e_l^T h_{l-1}
         """
-        pres, currents = [], []
-        L = net.n_layers
-        h = x if defer is not None else net._drop(x, 0, generator)
-        for l, layer in enumerate(net.layers):
-            pres.append(h.detach())
-            if defer is not None:
-                u = defer.drive(h)
-            else:
-                bias = layer.bias.detach() if layer.bias is not None else None
-                u = torch.nn.functional.linear(h, layer.weight.detach(), bias)
-            if l == 0 and L > 1:
-                u.requires_grad_(True)  # the graph starts at the first current (no weight gradients)
-            currents.append(u)
-            h = activation(net.activation_of(l), u)
-            if l < L - 1:
-                h = net._drop(h, l + 1, generator)
-        mask = out_mask if defer is not None else net.output_mask(x.shape[0], generator, x.device)
-        h_out = h.detach()
-        y = h if mask is None else h * mask
-        d = objective.decide(y.detach(), state, mask, labels)
+        rec = net.forward_train(x, generator, grad=True)
+        y = rec.masked_output()
+        out = objective.error(y.detach(), objective_state, rec.out_mask, labels)
         with torch.no_grad():
-            diff = y.detach() - d  # zero where the output is dropped: y and d are both masked
-            flat = diff.view(-1)
-            n = flat.numel()
-            loss = torch.dot(flat, flat).item() / n
-            # output error: dL/du_L = 2/(B n) (y - d) f'(u) of the MSE in closed form (tested equal to autograd)
-            e = times_derivative(net.activation_of(L - 1), diff, currents[-1].detach())
-            if defer is not None and L == 1:  # the constant goes with the copy into the block buffer
-                defer.add(self.rule.factors(pres[0], e), 2.0 / n)
-                return {"loss": loss}
-            e.mul_(2.0 / n)
+            grad = out.grad if rec.out_mask is None else out.grad * rec.out_mask  # dL/dh_L = dL/dy * m
+            e = times_derivative(net.activation_of(net.n_layers - 1), grad, rec.currents[-1].detach())
         errors = [e]
-        if L > 1:  # hidden errors: autograd carries e_L back through the forward graph
-            errors = list(torch.autograd.grad(currents[-1], currents[:-1], grad_outputs=e)) + errors
-        updates = [self.rule.factors(pre, err) for pre, err in zip(pres, errors)]
-        if defer is not None:
-            defer.add(updates[0])
-        else:
-            apply_updates(optimizer, list(net.layers), updates)
-        return {"loss": loss}
+        if net.n_layers > 1:  # hidden errors: autograd carries e_L back through the forward graph
+            errors = list(torch.autograd.grad(rec.currents[-1], rec.currents[:-1], grad_outputs=e)) + errors
+        apply_updates(optimizer, list(net.layers), [self.rule.factors(p, err) for p, err in zip(rec.pres, errors)])
+        return {"loss": float(out.loss)}
 
     def checkable(self, sizes, pathway: str = "target", output_activation: str = "hardsigmoid",
                   hidden_activation: str = "relu") -> Checkable:

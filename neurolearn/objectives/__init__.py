@@ -2,12 +2,14 @@
 
 from ..circuits.kwta import PATHWAY as KWTA_PATHWAY
 from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
-from ..networks.mlp import activation, activation_derivative
+from ..networks.activations import activation, activation_derivative
 from ..plasticity.delta import Delta
+from .base import Objective, OutputError, TargetObjective
 from .self_defined import SelfDefinedTarget
 from .supervised import SupervisedTarget
 
-__all__ = ["SelfDefinedTarget", "SupervisedTarget", "self_defined_delta_checkable"]
+__all__ = ["Objective", "TargetObjective", "OutputError", "SelfDefinedTarget", "SupervisedTarget",
+           "self_defined_delta_checkable"]
 
 
 def self_defined_delta_checkable(n_pre: int, n_post: int, k: int = 1, activation_name: str = "hardsigmoid") -> Checkable:

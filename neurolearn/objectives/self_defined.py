@@ -20,13 +20,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_bool, check_choice, check_float, check_int
+from .._validate import ParameterError
 from ..circuits.homeostasis import Homeostasis
 from ..circuits.kwta import PATHWAY, kwta
+from ..describe import param, register
+from .base import TargetObjective
 
 
+@register("objective", "self_defined")
 @dataclass(frozen=True)
-class SelfDefinedTarget:
+class SelfDefinedTarget(TargetObjective):
     """Unsupervised self-defined target ``d = kWTA(y - H)`` with homeostasis (see module docstring).
 
     Parameters: ``k`` winners (>= 1 and <= the number of output cells), ``gamma`` >= 0 homeostasis
@@ -35,26 +38,17 @@ class SelfDefinedTarget:
     [0, 1), ``dropout_target`` ``"multiply"`` | ``"divide"`` | ``"none"``.
     """
 
-    k: int = 6
-    gamma: float = 0.4
-    mode: str = "batch"
-    eta: float = 0.6
-    reset_each_epoch: bool = True
-    smoothing: float = 0.0
-    dropout_target: str = "multiply"
+    k: int = param(6, low=1, help="winners of the kWTA competition (<= output cells)")
+    gamma: float = param(0.4, low=0.0, help="homeostasis rate: H <- H + gamma (<d> - T)")
+    mode: str = param("batch", choices=("batch", "sequential"), help="<d>: mini-batch mean or per-sample EMA")
+    eta: float = param(0.6, low=0.0, high=1.0, low_open=True, help="EMA rate of the sequential mode")
+    reset_each_epoch: bool = param(True, help="H <- 0 at the start of every epoch (the paper)")
+    smoothing: float = param(0.0, low=0.0, high=1.0, high_open=True, help="label smoothing alpha of the target")
+    dropout_target: str = param("multiply", choices=("multiply", "divide", "none"),
+                                help="target activity T = (1-p) k/n, k/((1-p) n) or k/n under output dropout p")
 
     needs_labels = False
     pathway = PATHWAY
-
-    def __post_init__(self):
-        name = "SelfDefinedTarget"
-        check_int(name, "k", self.k, 1)
-        check_float(name, "gamma", self.gamma, 0.0)
-        check_choice(name, "mode", self.mode, ("batch", "sequential"))
-        check_float(name, "eta", self.eta, 0.0, 1.0, low_open=True)
-        check_bool(name, "reset_each_epoch", self.reset_each_epoch)
-        check_float(name, "smoothing", self.smoothing, 0.0, 1.0, high_open=True)
-        check_choice(name, "dropout_target", self.dropout_target, ("multiply", "divide", "none"))
 
     def target_activity(self, n_out: int, output_dropout: float = 0.0) -> float:
         """``T``: ``k/n`` times ``(1-p)`` (multiply), divided by ``(1-p)`` (divide) or unchanged (none)."""
@@ -68,8 +62,14 @@ class SelfDefinedTarget:
     def init_state(self, n_out: int, output_dropout: float = 0.0) -> Homeostasis:
         """The homeostasis state ``H`` for ``n_out`` output cells."""
         if self.k > n_out:
-            raise ValueError(f"SelfDefinedTarget: k must be <= the number of output cells ({n_out}), got {self.k}")
+            raise ParameterError(f"SelfDefinedTarget: k must be <= the number of output cells ({n_out}), got {self.k}")
         return Homeostasis(n_out, self.gamma, self.target_activity(n_out, output_dropout), self.mode, self.eta)
+
+    def circuit_checkables(self) -> list:
+        """The homeostasis circuit that feeds the kWTA target (:func:`~neurolearn.circuits.homeostasis_checkable`)."""
+        from ..circuits import homeostasis_checkable
+
+        return [("homeostasis", lambda s: homeostasis_checkable(s[0], self.mode, self.gamma, 0.1, self.eta), 1)]
 
     def on_epoch_start(self, state: Homeostasis) -> None:
         """``H <- 0`` at the start of an epoch when ``reset_each_epoch`` (Liu et al. 2024, Algorithm 1, line 5)."""

@@ -14,20 +14,19 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_float
+from ..describe import param, register
+from .base import TargetObjective
 
 
+@register("objective", "supervised")
 @dataclass(frozen=True)
-class SupervisedTarget:
+class SupervisedTarget(TargetObjective):
     """One-hot (optionally smoothed) label target for the output cells (see module docstring)."""
 
-    smoothing: float = 0.0
+    smoothing: float = param(0.0, low=0.0, high=1.0, high_open=True, help="label smoothing alpha")
 
     needs_labels = True
     pathway = "target"
-
-    def __post_init__(self):
-        check_float("SupervisedTarget", "smoothing", self.smoothing, 0.0, 1.0, high_open=True)
 
     def init_state(self, n_out: int, output_dropout: float = 0.0):
         """No state: the target is the label."""

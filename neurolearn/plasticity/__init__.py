@@ -1,8 +1,8 @@
-"""Synapse-level plasticity rules (DESIGN.md section 3): each a frozen object with a pure update."""
+"""Synapse-level plasticity rules (DESIGN.md section 3): each a frozen, registered object with a pure update."""
 
-from .base import LowRankUpdate, apply_updates
+from .base import Factors, LowRankUpdate, apply_updates, plain_sgd
 from .contrastive_hebbian import ContrastiveHebbian
 from .delta import Delta
 from .hebbian_kwta import KWTAHebbian
 
-__all__ = ["LowRankUpdate", "apply_updates", "Delta", "ContrastiveHebbian", "KWTAHebbian"]
+__all__ = ["Factors", "LowRankUpdate", "apply_updates", "plain_sgd", "Delta", "ContrastiveHebbian", "KWTAHebbian"]

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 import torch
 
 from ..locality.contract import Cells, Checkable, Contract, Layer, StateSpec, Weight
+from ..describe import Description, register
 from .base import LowRankUpdate
 
 CHL_CONTRACT = Contract("ContrastiveHebbian", allows={"pre", "post"})
 
 
+@register("rule", "contrastive_hebbian")
 @dataclass(frozen=True)
-class ContrastiveHebbian:
+class ContrastiveHebbian(Description):
     """Contrastive Hebbian learning from two phases (see module docstring)."""
 
     contract: Contract = CHL_CONTRACT

@@ -16,24 +16,31 @@ from dataclasses import dataclass
 import torch
 
 from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
+from ..describe import Description, register
 from .base import LowRankUpdate
 
 #: the contract of the delta rule: the error arrives at the post cell through a declared pathway
 DELTA_CONTRACT = Contract("Delta", allows={"pre", "post", "neuron_signal"}, pathways=("error",))
 
 
+@register("rule", "delta")
 @dataclass(frozen=True)
-class Delta:
+class Delta(Description):
     """Delta rule ``g = e^T x`` (see module docstring). Stateless; no parameters."""
 
     contract: Contract = DELTA_CONTRACT
 
     @staticmethod
     def factors(pre: torch.Tensor, error: torch.Tensor) -> LowRankUpdate:
-        """The gradient as factors: ``post = e (B, n_post)``, ``pre = x (B, n_pre)`` (bias: ``sum_b e``)."""
-        if pre.ndim != 2 or error.ndim != 2 or pre.shape[0] != error.shape[0]:
+        """The gradient as factors: ``post = e (B, n_post)``, ``pre = x (B, n_pre)`` (bias: ``sum_b e``).
+
+        For a convolutional layer ``e`` is the error map ``(B, C_out, H', W')`` and ``x`` the input map
+        ``(B, C_in, H, W)``: the layer's operations sum the same local product ``e_o(p) x_c(p + k)`` over
+        the positions ``p`` (:mod:`neurolearn.networks.layers`)."""
+        if pre.ndim != error.ndim or pre.ndim not in (2, 4) or pre.shape[0] != error.shape[0]:
             raise ValueError(
-                f"Delta: pre and error must be (batch, n) with the same batch, got {tuple(pre.shape)} and {tuple(error.shape)}"
+                "Delta: pre and error must be (batch, n) -- or maps (batch, channels, height, width) -- with the "
+                f"same batch, got {tuple(pre.shape)} and {tuple(error.shape)}"
             )
         return LowRankUpdate(post=error, pre=pre)
 
