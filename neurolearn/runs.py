@@ -150,11 +150,13 @@ def _holder_alive(info: dict) -> bool | None:
 def read_lock(folder: str | Path) -> dict | None:
     """The lock record of ``folder`` (pid, host, started, command, ...), ``None`` if it is not locked;
     ``{"damaged": text}`` when the lock file is empty or not JSON (a writer starting, or a damaged file)."""
-    path = Path(folder) / LOCK_NAME
     try:
-        raw = path.read_bytes()
+        return _parse_lock((Path(folder) / LOCK_NAME).read_bytes())
     except FileNotFoundError:
         return None
+
+
+def _parse_lock(raw: bytes) -> dict:
     try:
         info = json.loads(raw)
     except ValueError:
@@ -173,7 +175,8 @@ class RunLock:
     """Exclusive writer lock of a run folder: the file ``<folder>/.neurolearn.lock`` created with
     ``O_CREAT | O_EXCL`` (atomic: exactly one creator succeeds, POSIX open(2)), holding the writer's
     pid, host, start time and command. Use as ``with RunLock(out): ...``; released on exit, also when the
-    body raises.
+    body raises. Folders that ``acquire`` had to create are removed again on release if still empty
+    (a run refused at start leaves no empty ``--out`` behind).
 
     A second writer gets ``RunFolderError`` naming the holder. A STALE lock -- its host is this host and
     its pid no longer runs (or is a zombie, or was reused by a later process) -- is taken over with a
@@ -188,6 +191,7 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.command = command if command is not None else shlex.join(sys.argv)
         self.info: dict | None = None
+        self._made: list[Path] = []
 
     def _record(self) -> dict:
         stat = _proc_stat(os.getpid())
@@ -225,7 +229,32 @@ class RunLock:
         """Create the lock (and the folder if needed); ``RunFolderError`` if another writer holds it."""
         if self.info is not None:
             raise RunFolderError(f"run folder {self.folder}: this RunLock is already held")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        made, probe = [], self.folder
+        while not probe.exists() and probe.parent != probe:
+            made.append(probe)
+            probe = probe.parent
+        self._made = made
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return self._create()
+        except OSError as exc:
+            self._remove_made()
+            raise RunFolderError(f"run folder {self.folder}: cannot create the lock file {self.path}: "
+                                 f"{exc.strerror or exc}") from None
+        except BaseException:
+            self._remove_made()
+            raise
+
+    def _remove_made(self) -> None:
+        """Remove the folders ``acquire`` created, innermost first, where they are still empty."""
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
+
+    def _create(self) -> RunLock:
         for attempt in range(3):
             record = self._record()
             try:
@@ -235,16 +264,20 @@ class RunLock:
                     seen = self.path.read_bytes()
                 except FileNotFoundError:
                     continue  # released meanwhile: try again
-                info = read_lock(self.folder) or {}
+                info = _parse_lock(seen)
                 alive = _holder_alive(info) if "damaged" not in info else None
                 if alive is False and attempt < 2:
                     self._take_over(info, seen)
                     continue
                 raise self._refuse(info, alive) from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                os.unlink(self.path)  # never leave an empty lock behind (disk full, interrupt)
+                raise
             self.info = record
             return self
         raise RunFolderError(f"run folder {self.folder}: could not create {self.path} (other writers keep taking it)")
@@ -258,6 +291,7 @@ class RunLock:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
         self.info = None
+        self._remove_made()
 
     def __enter__(self):
         return self.acquire()

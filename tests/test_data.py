@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import importlib
 import struct
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import importlib
 from neurolearn._validate import ParameterError
 from neurolearn.data import (
     DataError,
@@ -22,7 +22,6 @@ from neurolearn.data import (
     locate,
     read_idx,
 )
-
 
 locate_mod = importlib.import_module("neurolearn.data.locate")
 

@@ -47,6 +47,20 @@ def test_second_writer_is_refused_naming_the_holder_then_acquires_after_release(
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
+def test_folders_made_for_the_lock_are_removed_when_left_empty(tmp_path):
+    out = tmp_path / "a" / "run"
+    with RunLock(out):
+        assert out.is_dir()
+    assert not (tmp_path / "a").exists()  # nothing was written: nothing is left
+    with RunLock(out):
+        (out / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # a used folder stays
+    with RunLock(tmp_path / "b") as held:
+        with pytest.raises(RunFolderError):
+            RunLock(tmp_path / "b").acquire()  # refused: the holder's folder is untouched
+        assert (tmp_path / "b" / LOCK_NAME).exists() and held.info
+
+
 def test_lock_released_when_the_body_raises(tmp_path):
     with pytest.raises(ZeroDivisionError), RunLock(tmp_path):
         assert (tmp_path / LOCK_NAME).exists()
@@ -119,6 +133,13 @@ def test_release_leaves_a_lock_that_is_not_its_own(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps(other))
     lock.release()
     assert read_lock(tmp_path)["token"] == "someone-else"
+
+
+def test_lock_where_no_folder_can_be_made_is_a_run_folder_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match=r"f/run: cannot create the lock file"):
+        RunLock(tmp_path / "f" / "run").acquire()
+    assert (tmp_path / "f").read_text() == "x"
 
 
 def test_lock_rejects_bad_command():

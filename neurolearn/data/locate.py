@@ -115,7 +115,8 @@ def data_record(source: str) -> dict:
         import sklearn
 
         f = _digits_file()
-        return {"source": source, "folder": str(f.parent.resolve()), "files": {f.name: sha256_file(f)},
+        files = {f.name: sha256_file(f)} if f.is_file() else {}  # another layout: the version identifies it
+        return {"source": source, "folder": str(f.parent.resolve()), "files": files,
                 "scikit_learn": sklearn.__version__}
     folder = locate(source) if source in NAMED else Path(source.removeprefix("idx:")).expanduser()
     if not folder.is_dir():
