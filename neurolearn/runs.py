@@ -4,6 +4,15 @@ Every file is written atomically: to a temporary file in the same folder, flushe
 the target with ``os.replace``, so an interrupted or diverging run never leaves a broken file and
 the last good checkpoint stays readable. Weights and checkpoints are safetensors; the non-tensor
 part of a checkpoint (epoch, metrics so far) is JSON beside it.
+
+Trust (issue 11):
+
+- ``RunLock(folder)``: one writer per run folder (``.neurolearn.lock``, O_CREAT|O_EXCL); a second is
+  refused with ``RunFolderError`` naming the holder; a dead holder's lock is taken over with a warning.
+- ``save_checkpoint_files`` / ``load_checkpoint_files``: a manifest records the SHA-256 (FIPS 180-4)
+  of each checkpoint file; loading verifies it first and refuses (``CheckpointError``) a changed,
+  truncated or missing file and any non-finite tensor. Saves are crash-consistent (write-ahead).
+- ``check_writable(folder)``: an unwritable output folder is a ``RunFolderError`` before any work.
 """
 
 from __future__ import annotations
