@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
-from .contract import Cells, CellParam, Checkable, Contract, Scalar, Signal, StateSpec, Trace, Weight
+from .contract import Cells, CellParam, Checkable, Contract, Fixed, Scalar, Signal, StateSpec, Trace, Weight
 
 STYLES = ("normal", "uniform", "binary", "ties", "extreme", "zeros")
 
@@ -127,27 +127,78 @@ class _Group:
     kind: str
 
 
-def _cells_groups(key, entry, spec, layer, i, j, contract, batch):
+@dataclass(frozen=True)
+class _Reach:
+    """What a layer's declared fixed pathways deliver to its post cell: the populations reached and the
+    fixed matrices read through them (``first``: touching the post population; ``beyond``: further on)."""
+
+    populations: frozenset
+    first: tuple
+    beyond: frozenset
+    declared: frozenset
+
+
+def fixed_reach(spec: StateSpec, layer_name: str, contract: Contract) -> _Reach:
+    """The populations whose cells reach the post cells of ``layer_name`` through declared :class:`Fixed` matrices.
+
+    A declared fixed matrix with one end at the layer's post population ``P`` delivers the cells of
+    its other end; from there further declared fixed matrices deliver theirs. ``P`` itself is reached
+    only through a lateral fixed matrix (both ends ``P``); each matrix carries signals once.
+    """
+    layer = spec.layer(layer_name)
+    post = layer.post
+    declared = {k: e for k, e in spec.entries.items() if isinstance(e, Fixed)
+                and "neuron_signal" in contract.allows and e.pathway in contract.pathways}
+    first = tuple(k for k, e in declared.items() if post in (e.post, e.pre))
+    reached: set = set()
+    frontier = []
+    for k in first:
+        e = declared[k]
+        other = e.pre if e.post == post else e.post
+        if other not in reached:
+            reached.add(other)
+            if other != post:
+                frontier.append(other)
+    beyond: set = set()
+    while frontier:
+        q = frontier.pop()
+        for k, e in declared.items():
+            if k in first or k in beyond or q not in (e.post, e.pre):
+                continue
+            beyond.add(k)
+            for end in (e.post, e.pre):
+                if end != post and end not in reached:
+                    reached.add(end)
+                    frontier.append(end)
+    return _Reach(frozenset(reached), first, frozenset(beyond), frozenset(declared))
+
+
+def _cells_groups(key, entry, spec, layer, i, j, contract, batch, reach):
     """Groups of a (batch, n) entry indexed by the cells of a population."""
     pop = entry.population
     n = spec.populations[pop]
     role = "post" if pop == layer.post else "pre" if pop == layer.pre else None
     label = f"{key}" + (f" ({type(entry).__name__.lower()} of {pop})")
+    delivered = pop in reach.populations  # every cell of pop reaches the post cell through a declared fixed matrix
     groups = []
     if isinstance(entry, Signal):
         if pop != layer.post:
+            if delivered:
+                return []
             return [_Group(key, (slice(None), slice(None)), f"signal {key} to population {pop}", "depends on cells not at the synapse")]
         for c in range(n):
             if c == i:
                 if "neuron_signal" not in contract.allows or entry.pathway not in contract.pathways:
                     groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (pathway {entry.pathway!r})",
                                          f"undeclared pathway {entry.pathway!r}"))
-            else:
+            elif not delivered:
                 groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (signal to another cell)",
                                      "depends on other cells of the layer"))
         return groups
     needed = "trace" if isinstance(entry, Trace) else None
     if role is None:
+        if delivered:
+            return []
         return [_Group(key, (slice(None), slice(None)), f"{label}", "depends on cells not at the synapse")]
     own = {c for c, r in ((i, "post"), (j, "pre")) if (r == "post" and pop == layer.post) or (r == "pre" and pop == layer.pre)}
     for c in range(n):
@@ -157,24 +208,53 @@ def _cells_groups(key, entry, spec, layer, i, j, contract, batch):
             if not ok:
                 what = needed or "/".join(sorted(roles))
                 groups.append(_Group(key, (slice(None), c), f"{key}[{c}]", f"reads {what} activity the contract does not allow"))
-        else:
+        elif not delivered:
             name = "post" if pop == layer.post else "pre"
             groups.append(_Group(key, (slice(None), c), f"{name}[{c}] ({key})", "depends on other cells of the layer"))
     return groups
 
 
+def _fixed_groups(key, entry: Fixed, spec, layer, i, reach):
+    """Groups of a fixed matrix: undeclared -> all of it; declared at the post cell -> all but row/column ``i``."""
+    what = f"fixed matrix {key} (pathway {entry.pathway!r})"
+    if key in reach.beyond:
+        return []
+    if key not in reach.first:
+        if key not in reach.declared:
+            return [_Group(key, (slice(None), slice(None)), what, f"undeclared pathway {entry.pathway!r}")]
+        return [_Group(key, (slice(None), slice(None)), f"{what}, not connected to population {layer.post}",
+                       "depends on cells not at the synapse")]
+    n_post, n_pre = spec.shape(key, 1)
+    if entry.post == layer.post and entry.pre == layer.post:  # lateral: row i and column i reach cell i
+        mask = torch.ones(n_post, n_pre, dtype=torch.bool)
+        mask[i, :] = False
+        mask[:, i] = False
+        return [_Group(key, mask, f"{what} between other cells", "depends on other cells of the layer")] if mask.any() else []
+    if entry.post == layer.post:
+        return [_Group(key, (r, slice(None)), f"{key}[{r}, :] ({what}, to another cell)", "depends on other cells of the layer")
+                for r in range(n_post) if r != i]
+    return [_Group(key, (slice(None), c), f"{key}[:, {c}] ({what}, to another cell)", "depends on other cells of the layer")
+            for c in range(n_pre) if c != i]
+
+
 def forbidden_groups(spec: StateSpec, layer_name: str, i: int, j: int, contract: Contract, batch: int) -> list:
     """Everything the update of synapse ``(i, j)`` of ``layer_name`` must not read, as groups."""
     layer = spec.layer(layer_name)
+    reach = fixed_reach(spec, layer_name, contract)
     groups: list = []
     for key, entry in spec.entries.items():
         if isinstance(entry, (Cells, Trace, Signal)):
-            groups += _cells_groups(key, entry, spec, layer, i, j, contract, batch)
+            groups += _cells_groups(key, entry, spec, layer, i, j, contract, batch, reach)
+        elif isinstance(entry, Fixed):
+            groups += _fixed_groups(key, entry, spec, layer, i, reach)
         elif isinstance(entry, CellParam):
             pop = entry.population
             for c in range(spec.populations[pop]):
                 own = (pop == layer.post and c == i and "post" in contract.allows) or (
                     pop == layer.pre and c == j and "pre" in contract.allows)
+                is_own_cell = (pop == layer.post and c == i) or (pop == layer.pre and c == j)
+                if pop in reach.populations and not is_own_cell:
+                    continue  # delivered through a declared fixed matrix
                 if not own:
                     kind = ("depends on other cells of the layer" if pop in (layer.post, layer.pre)
                             else "depends on cells not at the synapse")
@@ -272,7 +352,7 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
                 for new in _perturbations(state, g, own_value, gen):
                     pert = dict(state)
                     t = state[g.key].clone()
-                    t[g.index] = new
+                    t[g.index] = new.to(t.dtype)
                     pert[g.key] = t
                     if _moved(_call(checkable, pert)[layer.name][i, j], own, max(scale, _scale(pert))):
                         found.append(Violation(layer.name, (i, j), g.kind, g.culprit))
@@ -301,7 +381,7 @@ def _own_value(spec, state, layer, group, i, j) -> float:
             c = i if entry.population == layer.post else j
             if c < t.shape[1]:
                 return float(t[0, c])
-        if isinstance(entry, Weight):
+        if isinstance(entry, (Weight, Fixed)):
             return float(t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)])
     except (IndexError, RuntimeError):
         pass
