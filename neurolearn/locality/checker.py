@@ -28,6 +28,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
+from torch.overrides import TorchFunctionMode
 
 from .contract import Cells, CellParam, Checkable, Contract, Fixed, Scalar, Signal, StateSpec, Trace, Weight
 
@@ -95,7 +96,20 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- drawing states
-def _values(shape, style: str, gen: torch.Generator) -> torch.Tensor:
+#: the dtypes states may be drawn in (``check(..., dtype=...)``)
+DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+#: a change counts when it exceeds ``ROUNDING_FACTOR * eps`` of the update's magnitude, ``eps`` being the
+#: machine epsilon of the lowest precision the update computed in (float16 1e-3, bfloat16 8e-3,
+#: float32 1.2e-7, float64 2.2e-16); ``tests/test_locality_dtypes.py`` pins it both ways.
+ROUNDING_FACTOR = 8.0
+
+
+def _extreme_magnitudes(dtype) -> list:
+    # float16 overflows at 65504: keep products of a few extreme values finite
+    return [1e-2, 1.0, 8.0] if dtype == torch.float16 else [1e-4, 1.0, 1e3]
+
+
+def _values(shape, style: str, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     if style == "normal":
         return torch.randn(shape, generator=gen)
     if style == "uniform":
@@ -106,16 +120,16 @@ def _values(shape, style: str, gen: torch.Generator) -> torch.Tensor:
         levels = torch.tensor([-1.0, 0.0, 0.5, 1.0])
         return levels[torch.randint(0, 4, shape, generator=gen)]
     if style == "extreme":
-        mag = torch.tensor([1e-4, 1.0, 1e3])[torch.randint(0, 3, shape, generator=gen)]
+        mag = torch.tensor(_extreme_magnitudes(dtype))[torch.randint(0, 3, shape, generator=gen)]
         sign = torch.where(torch.rand(shape, generator=gen) > 0.5, 1.0, -1.0)
         return mag * sign
     return torch.zeros(shape)
 
 
-def draw_state(spec: StateSpec, batch: int, styles: Mapping[str, str], seed: int) -> dict:
-    """A state for ``spec``: each entry's tensor in the given style, from a generator seeded by ``seed``."""
+def draw_state(spec: StateSpec, batch: int, styles: Mapping[str, str], seed: int, dtype=torch.float64) -> dict:
+    """A state for ``spec``: each entry's tensor in the given style and ``dtype``, from a generator seeded by ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    return {key: _values(spec.shape(key, batch), styles[key], gen).double() for key in spec.entries}
+    return {key: _values(spec.shape(key, batch), styles[key], gen, dtype).to(dtype) for key in spec.entries}
 
 
 # ----------------------------------------------------------------------------- forbidden groups
@@ -290,20 +304,55 @@ def _perturbations(state, group: _Group, own_value: float, gen: torch.Generator)
     yield -part + 1.0
 
 
-def _moved(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
-    """``a`` differs from ``b`` beyond float64 rounding of terms of size ``scale``."""
+class _Precision(TorchFunctionMode):
+    """Records the floating dtypes of every tensor an update computes (e.g. float32 inside ``nn.Linear``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: set = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.dtypes.add(t.dtype)
+        return out
+
+
+def rounding_tolerance(dtypes) -> float:
+    """Relative tolerance ``ROUNDING_FACTOR * eps`` of the lowest precision among ``dtypes``.
+
+    Rounding in a floating format of machine epsilon ``eps`` perturbs each operation by at most
+    ``eps/2`` relative (Higham 2002, section 2.2); a sum of ``n`` terms of magnitude up to ``M`` is off
+    by at most about ``n eps M``. The checker therefore counts a change ``|a - b|`` as real only when it
+    exceeds ``ROUNDING_FACTOR * eps * M`` (``M`` the magnitude of the update, times the batch size for
+    the comparison with the sum of per-sample updates).
+    """
+    eps = [torch.finfo(d).eps for d in dtypes if d.is_floating_point]
+    return ROUNDING_FACTOR * max(eps or [torch.finfo(torch.float64).eps])
+
+
+def _magnitude(*tensors) -> float:
+    """Largest finite absolute value among ``tensors`` (0 if none)."""
+    m = 0.0
+    for t in tensors:
+        a = t.detach().double().abs()
+        a = a[torch.isfinite(a)]
+        if a.numel():
+            m = max(m, float(a.max()))
+    return m
+
+
+def _moved(a: torch.Tensor, b: torch.Tensor, rtol: float, magnitude: float) -> bool:
+    """``a`` differs from ``b`` beyond rounding: by more than ``rtol (|a| + |b| + magnitude)``."""
     a, b = a.double(), b.double()
     if torch.isnan(a) and torch.isnan(b):
         return False
     if torch.isnan(a) or torch.isnan(b):
         return True
-    return bool((a - b).abs() > 1e-9 * (1.0 + scale + max(float(a.abs()), float(b.abs()))))
-
-
-def _scale(state) -> float:
-    """Size of the largest product of two state values: the rounding scale of any update."""
-    m = max((float(v.abs().max()) for v in state.values() if v.numel()), default=1.0)
-    return m * m
+    if torch.isinf(a) or torch.isinf(b):
+        return bool(a != b)
+    return bool((a - b).abs() > rtol * (float(a.abs()) + float(b.abs()) + magnitude))
 
 
 def _call(checkable: Checkable, state: dict) -> dict:
@@ -329,11 +378,18 @@ def _slice_batch(spec: StateSpec, state: dict, b: int) -> dict:
 
 
 def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_layer: int, gen: torch.Generator,
-                  first_only: bool = False) -> list:
-    """All violations found in one state (for the synapses examined)."""
+                  first_only: bool = False, rtol: float | None = None) -> list:
+    """All violations found in one state (for the synapses examined).
+
+    ``rtol`` is the relative tolerance of a change; by default :func:`rounding_tolerance` of the
+    lowest precision the update computes in (recorded while it runs on ``state``).
+    """
     spec = checkable.spec
-    base = _call(checkable, state)
-    scale = _scale(state) * max(batch, 1)
+    precision = _Precision()
+    with precision:
+        base = _call(checkable, state)
+    if rtol is None:
+        rtol = rounding_tolerance(precision.dtypes | {v.dtype for v in state.values()} | {v.dtype for v in base.values()})
     found = []
     for layer in spec.layers:
         contract = checkable.contracts[layer.name]
@@ -343,6 +399,7 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
             pick = torch.randperm(len(pairs), generator=gen)[:synapses_per_layer].tolist()
             pairs = [pairs[p] for p in pick]
         seen_kinds = set()
+        magnitude = _magnitude(base[layer.name])
         for i, j in pairs:
             own = base[layer.name][i, j]
             for g in forbidden_groups(spec, layer.name, i, j, contract, batch):
@@ -354,17 +411,20 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
                     t = state[g.key].clone()
                     t[g.index] = new.to(t.dtype)
                     pert[g.key] = t
-                    if _moved(_call(checkable, pert)[layer.name][i, j], own, max(scale, _scale(pert))):
+                    if _moved(_call(checkable, pert)[layer.name][i, j], own, rtol, magnitude):
                         found.append(Violation(layer.name, (i, j), g.kind, g.culprit))
                         seen_kinds.add(g.kind)
                         break
                 if first_only and found:
                     return found
         if contract.batch == "samples" and batch > 1 and "batch statistics" not in seen_kinds:
-            total = sum(_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch))
-            diff = (total.double() - base[layer.name].double()).abs()
-            tol = 1e-9 * (1.0 + scale)
-            bad = (diff > tol) & ~(torch.isnan(total) & torch.isnan(base[layer.name]))
+            parts = [_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch)]
+            total = sum(p.double() for p in parts)
+            whole = base[layer.name].double()
+            diff = (total - whole).abs()
+            # rounding of a sum of `batch` terms (and of each term) of magnitude up to M: (batch + 1) eps M
+            tol = rtol * (batch + 1) * _magnitude(whole, *parts)
+            bad = (diff > tol) & torch.isfinite(total) & torch.isfinite(whole)
             if bad.any():
                 i, j = [int(v) for v in bad.nonzero()[0]]
                 found.append(Violation(layer.name, (i, j), "batch statistics",
@@ -399,12 +459,22 @@ def check(
     max_examples: int = 25,
     synapses_per_layer: int = 6,
     time_budget_s: float = 20.0,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
 ) -> Report:
     """Check ``target`` against its contracts; return a :class:`Report`.
 
     ``target`` is a :class:`Checkable` (fixed sizes) or a factory ``sizes -> Checkable`` taking
     ``n_populations`` sizes, drawn in ``1..max_size`` so Hypothesis also shrinks the network.
+    States are drawn in ``dtype`` (one of :data:`DTYPES`; float64 by default: an update written for
+    float32 tensors, e.g. through a float32 ``nn.Linear``, can be checked on float32 states). A change
+    counts when it exceeds ``rtol`` relative to the update's magnitude; by default
+    :func:`rounding_tolerance` of the lowest precision the update computes in, whatever the states' dtype.
     """
+    if dtype not in DTYPES:
+        raise CheckerError(f"check: dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
+    if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise CheckerError(f"check: rtol must be a number in (0, 1) or None (rounding of the update's dtype), got {rtol!r}")
     if isinstance(target, Checkable):
         factory, n_pop = (lambda sizes: target), 0
     elif callable(target):
@@ -432,12 +502,12 @@ def check(
         styles = {k: data.draw(st.sampled_from(STYLES)) for k in ch.spec.entries}
         s = data.draw(st.integers(0, 2**31 - 1))
         gen = torch.Generator().manual_seed(seed * 7919 + s)
-        state = draw_state(ch.spec, batch, styles, seed * 104729 + s)
+        state = draw_state(ch.spec, batch, styles, seed * 104729 + s, dtype)
         if time.perf_counter() - t0 > time_budget_s or errors:
             return
         report.examples += 1
         try:
-            vs = violations_in(ch, state, batch, synapses_per_layer, gen)
+            vs = violations_in(ch, state, batch, synapses_per_layer, gen, rtol=rtol)
         except CheckerError as e:
             errors.append(e)
             return
