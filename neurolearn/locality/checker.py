@@ -378,11 +378,12 @@ def _slice_batch(spec: StateSpec, state: dict, b: int) -> dict:
 
 
 def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_layer: int, gen: torch.Generator,
-                  first_only: bool = False, rtol: float | None = None) -> list:
+                  first_only: bool = False, rtol: float | None = None, skip=()) -> list:
     """All violations found in one state (for the synapses examined).
 
     ``rtol`` is the relative tolerance of a change; by default :func:`rounding_tolerance` of the
-    lowest precision the update computes in (recorded while it runs on ``state``).
+    lowest precision the update computes in (recorded while it runs on ``state``). Kinds already
+    named, ``(layer, kind)`` pairs in ``skip``, are not searched for again.
     """
     spec = checkable.spec
     precision = _Precision()
@@ -398,7 +399,7 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
         if len(pairs) > synapses_per_layer:
             pick = torch.randperm(len(pairs), generator=gen)[:synapses_per_layer].tolist()
             pairs = [pairs[p] for p in pick]
-        seen_kinds = set()
+        seen_kinds = {kind for name, kind in skip if name == layer.name}
         magnitude = _magnitude(base[layer.name])
         for i, j in pairs:
             own = base[layer.name][i, j]
@@ -491,11 +492,9 @@ def check(
     t0 = time.perf_counter()
 
     sizes_st = st.lists(st.integers(1, max_size), min_size=n_pop, max_size=n_pop)
+    searching = [True]
 
-    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None, print_blob=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink])
-    @given(data=st.data())
-    def run(data):
+    def body(data):
         sizes = data.draw(sizes_st) if n_pop else []
         ch = factory(sizes) if n_pop else target
         batch = data.draw(st.integers(1, max_batch))
@@ -505,20 +504,33 @@ def check(
         state = draw_state(ch.spec, batch, styles, seed * 104729 + s, dtype)
         if time.perf_counter() - t0 > time_budget_s or errors:
             return
-        report.examples += 1
         try:
-            vs = violations_in(ch, state, batch, synapses_per_layer, gen, rtol=rtol)
+            if searching[0]:  # the search: every state, every kind not yet named
+                report.examples += 1
+                vs = violations_in(ch, state, batch, synapses_per_layer, gen, rtol=rtol, skip=set(found))
+            else:  # the shrink: any violation makes the state a failing one
+                vs = violations_in(ch, state, batch, synapses_per_layer, gen, first_only=True, rtol=rtol)
         except CheckerError as e:
             errors.append(e)
             return
-        for v in vs:
-            found.setdefault((v.layer, v.kind), v)
-        if vs:
+        if searching[0]:
+            for v in vs:
+                found.setdefault((v.layer, v.kind), v)
+        elif vs:
             last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs)
             raise _Found(str(vs[0]))
 
+    common = dict(derandomize=True, database=None, deadline=None, print_blob=False,
+                  suppress_health_check=list(HealthCheck))
+    search = settings(max_examples=max_examples, phases=[Phase.explicit, Phase.generate], **common)(
+        given(data=st.data())(body))
+    shrink = settings(max_examples=max_examples, phases=[Phase.generate, Phase.shrink], **common)(
+        given(data=st.data())(body))
     try:
-        run()
+        search()  # keeps going after a violation, so every kind the rule commits is named
+        if found and not errors:
+            searching[0] = False
+            shrink()  # then Hypothesis shrinks a failing state to the smallest it finds
     except _Found:
         pass
     except HypothesisException as e:  # pragma: no cover - hypothesis internals
