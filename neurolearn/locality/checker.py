@@ -364,9 +364,18 @@ def _call(checkable: Checkable, state: dict) -> dict:
     spec = checkable.spec
     if not isinstance(out, Mapping):
         raise CheckerError(f"{checkable.name}: the update must return a dict {{layer name: dW}}, got {type(out).__name__}")
+    names = [l.name for l in spec.layers]
+    unknown = [k for k in out if k not in names]
+    if unknown:
+        raise CheckerError(f"{checkable.name}: the update returned dW for unknown layer(s) {unknown}; the layers "
+                           f"are {names}")
     for layer in spec.layers:
         if layer.name not in out:
             raise CheckerError(f"{checkable.name}: the update returned no dW for layer {layer.name!r} (returned {sorted(out)})")
+        if not isinstance(out[layer.name], torch.Tensor):
+            raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must be a tensor, got "
+                               f"{type(out[layer.name]).__name__} (a single_layer function returns the dW tensor "
+                               "itself, not a dict)")
         want = (spec.populations[layer.post], spec.populations[layer.pre])
         if tuple(out[layer.name].shape) != want:
             raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must have shape {want} (post, pre), got {tuple(out[layer.name].shape)}")
@@ -450,6 +459,29 @@ def _own_value(spec, state, layer, group, i, j) -> float:
 
 
 # ----------------------------------------------------------------------------- the check
+_WHAT_IS_CHECKABLE = (
+    "a checkable target is a Checkable(name, spec, contracts, update) -- for one layer "
+    "single_layer(fn, contract, n_pre, n_post) wraps a function state -> dW -- or a factory "
+    "sizes -> Checkable passed with n_populations=<how many sizes it takes>, e.g. "
+    "check(lambda s: single_layer(fn, contract, n_pre=s[0], n_post=s[1]), n_populations=2)")
+
+
+def _checked_factory(factory):
+    """``factory`` with its failures and wrong results turned into :class:`CheckerError`."""
+    def make(sizes):
+        name = getattr(factory, "__name__", type(factory).__name__)
+        try:
+            out = factory(list(sizes))
+        except Exception as e:
+            raise CheckerError(f"check: the factory {name!r} raised {type(e).__name__}: {e} when called with sizes "
+                               f"{list(sizes)}; " + _WHAT_IS_CHECKABLE) from e
+        if not isinstance(out, Checkable):
+            raise CheckerError(f"check: the factory {name!r} returned {type(out).__name__}, not a Checkable; "
+                               + _WHAT_IS_CHECKABLE)
+        return out
+    return make
+
+
 def check(
     target: Checkable | Callable[[Sequence[int]], Checkable],
     *,
@@ -478,13 +510,20 @@ def check(
         raise CheckerError(f"check: rtol must be a number in (0, 1) or None (rounding of the update's dtype), got {rtol!r}")
     if isinstance(target, Checkable):
         factory, n_pop = (lambda sizes: target), 0
+    elif isinstance(target, torch.nn.Module):
+        raise CheckerError(f"check: got a torch module ({type(target).__name__}); " + _WHAT_IS_CHECKABLE)
     elif callable(target):
         if not n_populations:
-            raise CheckerError("check: a factory target needs n_populations (how many sizes it takes)")
-        factory, n_pop = target, n_populations
+            name = getattr(target, "__name__", type(target).__name__)
+            raise CheckerError(f"check: got the callable {name!r} without n_populations; " + _WHAT_IS_CHECKABLE)
+        factory, n_pop = _checked_factory(target), n_populations
     else:
-        raise CheckerError(f"check: target must be a Checkable or a factory sizes -> Checkable, got {type(target).__name__}")
+        raise CheckerError(f"check: got {type(target).__name__}; " + _WHAT_IS_CHECKABLE)
     probe = factory([2] * n_pop) if n_pop else target
+    missing = [l.name for l in probe.spec.layers if not isinstance(probe.contracts.get(l.name), Contract)]
+    if missing:
+        raise CheckerError(f"check: {probe.name}: contracts must map every layer to a Contract; missing or not a "
+                           f"Contract for {missing} (contracts: {dict(probe.contracts)})")
     report = Report(probe.name, dict(probe.contracts))
     found: dict = {}
     last_failing: dict = {}

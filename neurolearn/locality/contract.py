@@ -60,6 +60,14 @@ class Contract:
     batch: str = "samples"
 
     def __post_init__(self):
+        for name, example in (("allows", "{'pre', 'post'}"), ("pathways", "('feedback B',)")):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (set, frozenset, tuple, list)):
+                raise ParameterError(f"Contract {self.name!r}: {name} must be a set (or tuple) of names, e.g. "
+                                     f"{example}; got {value!r} -- pass {{{value!r}}} for a single one"
+                                     if isinstance(value, str) else
+                                     f"Contract {self.name!r}: {name} must be a set (or tuple) of names, e.g. "
+                                     f"{example}; got {type(value).__name__} {value!r}")
         allows = frozenset(self.allows)
         bad = sorted(a for a in allows if a not in SIGNAL_KINDS)
         if bad:
