@@ -5,11 +5,21 @@ import pytest
 import torch
 
 from neurolearn.credit import Backprop
-from neurolearn.locality import (Cells, Checkable, Contract, Layer, StateSpec, Weight, assert_local, assert_nonlocal,
-                                 check, single_layer)
+from neurolearn.locality import (
+    Cells,
+    Checkable,
+    Contract,
+    Layer,
+    StateSpec,
+    Weight,
+    assert_local,
+    assert_nonlocal,
+    check,
+    single_layer,
+)
 
 SEEDS = range(5)
-KW = dict(max_examples=15)
+KW = {"max_examples": 15}
 HEBB = Contract("Hebb", allows={"pre", "post"})
 
 

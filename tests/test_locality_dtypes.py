@@ -6,12 +6,19 @@ rounding is not; raising or lowering the tolerance a million-fold makes a test h
 import pytest
 import torch
 
-from neurolearn.locality import CheckerError, Contract, assert_local, assert_nonlocal, check, single_layer
+from neurolearn.locality import (
+    CheckerError,
+    Contract,
+    assert_local,
+    assert_nonlocal,
+    check,
+    single_layer,
+)
 from neurolearn.locality import checker as checker_module
 from neurolearn.locality.checker import rounding_tolerance
 
 WITH_W = Contract("Oja", allows={"pre", "post", "weight"})
-KW = dict(max_examples=15)
+KW = {"max_examples": 15}
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 #: the planted violations below are PLANT * eps of the update's magnitude. The checker's tolerance is
 #: 8 eps times (batch + 1) <= 32 eps for batches up to 3; rounding measured on Oja is below 0.6 eps (B + 1).

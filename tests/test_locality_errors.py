@@ -4,11 +4,18 @@ TypeError or AttributeError from inside the checker."""
 import pytest
 import torch
 
-from neurolearn.locality import Checkable, CheckerError, Contract, assert_local, check, single_layer
+from neurolearn.locality import (
+    Checkable,
+    CheckerError,
+    Contract,
+    assert_local,
+    check,
+    single_layer,
+)
 from neurolearn.locality.contract import ParameterError
 
 HEBB = Contract("Hebb", allows={"pre", "post"})
-KW = dict(max_examples=5)
+KW = {"max_examples": 5}
 
 
 def oja(s):

@@ -5,11 +5,25 @@ and against a contract that does not declare the fixed pathway."""
 import pytest
 import torch
 
-from neurolearn.locality import (Cells, Checkable, CheckerError, Contract, Fixed, Layer, Signal, StateSpec, Weight,
-                                 assert_local, assert_nonlocal, check, check_permutation_equivariance, fixed_reach)
+from neurolearn.locality import (
+    Cells,
+    Checkable,
+    CheckerError,
+    Contract,
+    Fixed,
+    Layer,
+    Signal,
+    StateSpec,
+    Weight,
+    assert_local,
+    assert_nonlocal,
+    check,
+    check_permutation_equivariance,
+    fixed_reach,
+)
 from neurolearn.locality.contract import ParameterError
 
-KW = dict(max_examples=15)
+KW = {"max_examples": 15}
 TARGET = Contract("output: delta rule", allows={"pre", "post", "neuron_signal"}, pathways=("target",))
 FEEDBACK = Contract("hidden: feedback B2", allows={"pre", "post", "neuron_signal"}, pathways=("feedback B2",))
 
@@ -165,3 +179,12 @@ def test_checker_error_for_bad_fixed_shape_is_not_a_verdict():
 
     with pytest.raises(CheckerError, match="must have shape"):
         check(Checkable("wrong", ch.spec, ch.contracts, wrong), **KW)
+
+
+def test_the_multi_layer_example_in_the_docs_runs():
+    """docs/locality.md's feedback-alignment example (its assertions: FA local, BP and sign-symmetric not)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "locality.md").read_text()
+    start = text.index("import torch\nfrom neurolearn.locality import (Cells")
+    exec(text[start:text.index("```", start)], {})  # noqa: S102 - the documented example, run as written

@@ -10,12 +10,15 @@ allowed value (a tie) -- which moves a competition's winners when the update dep
 
 States are drawn with Hypothesis: population sizes (when a factory is checked), batch size, and per
 entry a value style (Gaussian, uniform [0, 1], binary, few distinct values with exact ties, extreme
-magnitudes, zeros). A failing state is shrunk by Hypothesis to the smallest one it can find, which
-the report shows. Runs are deterministic for a seed and bounded by ``max_examples`` and
-``time_budget_s`` (states drawn after the budget is spent are skipped; ``Report.examples`` counts the
-states examined). An update that raises is an error (:class:`CheckerError`), never a verdict. States are float64 so that rounding never looks like a dependency (a change
-counts when it exceeds 1e-9 of the largest product of state values). With ``batch="samples"`` the update must also equal the sum of the per-sample
-updates; a difference is reported as batch statistics.
+magnitudes, zeros). The search keeps going after a violation until ``max_examples`` states (or
+``time_budget_s``) so that every kind a rule commits is named; then a second Hypothesis pass shrinks a
+failing state to the smallest it can find, which the report shows. Runs are deterministic for a seed
+(``Report.examples`` counts the states searched). An update that raises is an error
+(:class:`CheckerError`), never a verdict. States are float64 unless ``dtype`` says otherwise; a change
+counts when it exceeds ``ROUNDING_FACTOR`` times the machine epsilon of the lowest precision the update
+computes in (recorded while it runs) relative to the update's magnitude, so rounding of float16,
+bfloat16 or float32 arithmetic never looks like a dependency. With ``batch="samples"`` the update must
+also equal the sum of the per-sample updates; a difference is reported as batch statistics.
 """
 
 from __future__ import annotations
@@ -559,8 +562,8 @@ def check(
             last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs)
             raise _Found(str(vs[0]))
 
-    common = dict(derandomize=True, database=None, deadline=None, print_blob=False,
-                  suppress_health_check=list(HealthCheck))
+    common = {"derandomize": True, "database": None, "deadline": None, "print_blob": False,
+              "suppress_health_check": list(HealthCheck)}
     search = settings(max_examples=max_examples, phases=[Phase.explicit, Phase.generate], **common)(
         given(data=st.data())(body))
     shrink = settings(max_examples=max_examples, phases=[Phase.generate, Phase.shrink], **common)(
