@@ -5,16 +5,17 @@ everything else with Hypothesis-drawn states and reports each dependency it find
 See ``docs/locality.md``.
 """
 
-from .checker import CheckerError, Report, Violation, check, draw_state, forbidden_groups
-from .contract import (BATCH_MODES, SIGNAL_KINDS, Cells, CellParam, Checkable, Contract, Layer, Scalar, Signal,
+from .checker import CheckerError, Report, Violation, check, draw_state, fixed_reach, forbidden_groups
+from .contract import (BATCH_MODES, SIGNAL_KINDS, Cells, CellParam, Checkable, Contract, Fixed, Layer, Scalar, Signal,
                        StateSpec, Trace, Weight)
 from .invariance import check_batch_additivity, check_permutation_equivariance, check_scaling, permute_state
 from . import strategies
 from .testing import assert_local, assert_nonlocal, single_layer
 
 __all__ = [
-    "Contract", "StateSpec", "Layer", "Cells", "Trace", "CellParam", "Signal", "Weight", "Scalar", "Checkable",
+    "Contract", "StateSpec", "Layer", "Cells", "Trace", "CellParam", "Signal", "Weight", "Fixed", "Scalar", "Checkable",
     "SIGNAL_KINDS", "BATCH_MODES", "check", "Report", "Violation", "CheckerError", "draw_state", "forbidden_groups",
+    "fixed_reach",
     "assert_local", "assert_nonlocal", "single_layer", "check_permutation_equivariance", "check_batch_additivity",
     "check_scaling", "permute_state", "strategies",
 ]

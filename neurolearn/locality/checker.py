@@ -10,12 +10,15 @@ allowed value (a tie) -- which moves a competition's winners when the update dep
 
 States are drawn with Hypothesis: population sizes (when a factory is checked), batch size, and per
 entry a value style (Gaussian, uniform [0, 1], binary, few distinct values with exact ties, extreme
-magnitudes, zeros). A failing state is shrunk by Hypothesis to the smallest one it can find, which
-the report shows. Runs are deterministic for a seed and bounded by ``max_examples`` and
-``time_budget_s`` (states drawn after the budget is spent are skipped; ``Report.examples`` counts the
-states examined). An update that raises is an error (:class:`CheckerError`), never a verdict. States are float64 so that rounding never looks like a dependency (a change
-counts when it exceeds 1e-9 of the largest product of state values). With ``batch="samples"`` the update must also equal the sum of the per-sample
-updates; a difference is reported as batch statistics.
+magnitudes, zeros). The search keeps going after a violation until ``max_examples`` states (or
+``time_budget_s``) so that every kind a rule commits is named; then a second Hypothesis pass shrinks a
+failing state to the smallest it can find, which the report shows. Runs are deterministic for a seed
+(``Report.examples`` counts the states searched). An update that raises is an error
+(:class:`CheckerError`), never a verdict. States are float64 unless ``dtype`` says otherwise; a change
+counts when it exceeds ``ROUNDING_FACTOR`` times the machine epsilon of the lowest precision the update
+computes in (recorded while it runs) relative to the update's magnitude, so rounding of float16,
+bfloat16 or float32 arithmetic never looks like a dependency. With ``batch="samples"`` the update must
+also equal the sum of the per-sample updates; a difference is reported as batch statistics.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
+from torch.overrides import TorchFunctionMode
 
-from .contract import Cells, CellParam, Checkable, Contract, Scalar, Signal, StateSpec, Trace, Weight
+from .contract import Cells, CellParam, Checkable, Contract, Fixed, Scalar, Signal, StateSpec, Trace, Weight
 
 STYLES = ("normal", "uniform", "binary", "ties", "extreme", "zeros")
 
@@ -95,7 +99,20 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- drawing states
-def _values(shape, style: str, gen: torch.Generator) -> torch.Tensor:
+#: the dtypes states may be drawn in (``check(..., dtype=...)``)
+DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+#: a change counts when it exceeds ``ROUNDING_FACTOR * eps`` of the update's magnitude, ``eps`` being the
+#: machine epsilon of the lowest precision the update computed in (float16 1e-3, bfloat16 8e-3,
+#: float32 1.2e-7, float64 2.2e-16); ``tests/test_locality_dtypes.py`` pins it both ways.
+ROUNDING_FACTOR = 8.0
+
+
+def _extreme_magnitudes(dtype) -> list:
+    # float16 overflows at 65504: keep products of a few extreme values finite
+    return [1e-2, 1.0, 8.0] if dtype == torch.float16 else [1e-4, 1.0, 1e3]
+
+
+def _values(shape, style: str, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
     if style == "normal":
         return torch.randn(shape, generator=gen)
     if style == "uniform":
@@ -106,16 +123,16 @@ def _values(shape, style: str, gen: torch.Generator) -> torch.Tensor:
         levels = torch.tensor([-1.0, 0.0, 0.5, 1.0])
         return levels[torch.randint(0, 4, shape, generator=gen)]
     if style == "extreme":
-        mag = torch.tensor([1e-4, 1.0, 1e3])[torch.randint(0, 3, shape, generator=gen)]
+        mag = torch.tensor(_extreme_magnitudes(dtype))[torch.randint(0, 3, shape, generator=gen)]
         sign = torch.where(torch.rand(shape, generator=gen) > 0.5, 1.0, -1.0)
         return mag * sign
     return torch.zeros(shape)
 
 
-def draw_state(spec: StateSpec, batch: int, styles: Mapping[str, str], seed: int) -> dict:
-    """A state for ``spec``: each entry's tensor in the given style, from a generator seeded by ``seed``."""
+def draw_state(spec: StateSpec, batch: int, styles: Mapping[str, str], seed: int, dtype=torch.float64) -> dict:
+    """A state for ``spec``: each entry's tensor in the given style and ``dtype``, from a generator seeded by ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    return {key: _values(spec.shape(key, batch), styles[key], gen).double() for key in spec.entries}
+    return {key: _values(spec.shape(key, batch), styles[key], gen, dtype).to(dtype) for key in spec.entries}
 
 
 # ----------------------------------------------------------------------------- forbidden groups
@@ -127,27 +144,78 @@ class _Group:
     kind: str
 
 
-def _cells_groups(key, entry, spec, layer, i, j, contract, batch):
+@dataclass(frozen=True)
+class _Reach:
+    """What a layer's declared fixed pathways deliver to its post cell: the populations reached and the
+    fixed matrices read through them (``first``: touching the post population; ``beyond``: further on)."""
+
+    populations: frozenset
+    first: tuple
+    beyond: frozenset
+    declared: frozenset
+
+
+def fixed_reach(spec: StateSpec, layer_name: str, contract: Contract) -> _Reach:
+    """The populations whose cells reach the post cells of ``layer_name`` through declared :class:`Fixed` matrices.
+
+    A declared fixed matrix with one end at the layer's post population ``P`` delivers the cells of
+    its other end; from there further declared fixed matrices deliver theirs. ``P`` itself is reached
+    only through a lateral fixed matrix (both ends ``P``); each matrix carries signals once.
+    """
+    layer = spec.layer(layer_name)
+    post = layer.post
+    declared = {k: e for k, e in spec.entries.items() if isinstance(e, Fixed)
+                and "neuron_signal" in contract.allows and e.pathway in contract.pathways}
+    first = tuple(k for k, e in declared.items() if post in (e.post, e.pre))
+    reached: set = set()
+    frontier = []
+    for k in first:
+        e = declared[k]
+        other = e.pre if e.post == post else e.post
+        if other not in reached:
+            reached.add(other)
+            if other != post:
+                frontier.append(other)
+    beyond: set = set()
+    while frontier:
+        q = frontier.pop()
+        for k, e in declared.items():
+            if k in first or k in beyond or q not in (e.post, e.pre):
+                continue
+            beyond.add(k)
+            for end in (e.post, e.pre):
+                if end != post and end not in reached:
+                    reached.add(end)
+                    frontier.append(end)
+    return _Reach(frozenset(reached), first, frozenset(beyond), frozenset(declared))
+
+
+def _cells_groups(key, entry, spec, layer, i, j, contract, batch, reach):
     """Groups of a (batch, n) entry indexed by the cells of a population."""
     pop = entry.population
     n = spec.populations[pop]
     role = "post" if pop == layer.post else "pre" if pop == layer.pre else None
     label = f"{key}" + (f" ({type(entry).__name__.lower()} of {pop})")
+    delivered = pop in reach.populations  # every cell of pop reaches the post cell through a declared fixed matrix
     groups = []
     if isinstance(entry, Signal):
         if pop != layer.post:
+            if delivered:
+                return []
             return [_Group(key, (slice(None), slice(None)), f"signal {key} to population {pop}", "depends on cells not at the synapse")]
         for c in range(n):
             if c == i:
                 if "neuron_signal" not in contract.allows or entry.pathway not in contract.pathways:
                     groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (pathway {entry.pathway!r})",
                                          f"undeclared pathway {entry.pathway!r}"))
-            else:
+            elif not delivered:
                 groups.append(_Group(key, (slice(None), c), f"{key}[{c}] (signal to another cell)",
                                      "depends on other cells of the layer"))
         return groups
     needed = "trace" if isinstance(entry, Trace) else None
     if role is None:
+        if delivered:
+            return []
         return [_Group(key, (slice(None), slice(None)), f"{label}", "depends on cells not at the synapse")]
     own = {c for c, r in ((i, "post"), (j, "pre")) if (r == "post" and pop == layer.post) or (r == "pre" and pop == layer.pre)}
     for c in range(n):
@@ -157,24 +225,53 @@ def _cells_groups(key, entry, spec, layer, i, j, contract, batch):
             if not ok:
                 what = needed or "/".join(sorted(roles))
                 groups.append(_Group(key, (slice(None), c), f"{key}[{c}]", f"reads {what} activity the contract does not allow"))
-        else:
+        elif not delivered:
             name = "post" if pop == layer.post else "pre"
             groups.append(_Group(key, (slice(None), c), f"{name}[{c}] ({key})", "depends on other cells of the layer"))
     return groups
 
 
+def _fixed_groups(key, entry: Fixed, spec, layer, i, reach):
+    """Groups of a fixed matrix: undeclared -> all of it; declared at the post cell -> all but row/column ``i``."""
+    what = f"fixed matrix {key} (pathway {entry.pathway!r})"
+    if key in reach.beyond:
+        return []
+    if key not in reach.first:
+        if key not in reach.declared:
+            return [_Group(key, (slice(None), slice(None)), what, f"undeclared pathway {entry.pathway!r}")]
+        return [_Group(key, (slice(None), slice(None)), f"{what}, not connected to population {layer.post}",
+                       "depends on cells not at the synapse")]
+    n_post, n_pre = spec.shape(key, 1)
+    if entry.post == layer.post and entry.pre == layer.post:  # lateral: row i and column i reach cell i
+        mask = torch.ones(n_post, n_pre, dtype=torch.bool)
+        mask[i, :] = False
+        mask[:, i] = False
+        return [_Group(key, mask, f"{what} between other cells", "depends on other cells of the layer")] if mask.any() else []
+    if entry.post == layer.post:
+        return [_Group(key, (r, slice(None)), f"{key}[{r}, :] ({what}, to another cell)", "depends on other cells of the layer")
+                for r in range(n_post) if r != i]
+    return [_Group(key, (slice(None), c), f"{key}[:, {c}] ({what}, to another cell)", "depends on other cells of the layer")
+            for c in range(n_pre) if c != i]
+
+
 def forbidden_groups(spec: StateSpec, layer_name: str, i: int, j: int, contract: Contract, batch: int) -> list:
     """Everything the update of synapse ``(i, j)`` of ``layer_name`` must not read, as groups."""
     layer = spec.layer(layer_name)
+    reach = fixed_reach(spec, layer_name, contract)
     groups: list = []
     for key, entry in spec.entries.items():
         if isinstance(entry, (Cells, Trace, Signal)):
-            groups += _cells_groups(key, entry, spec, layer, i, j, contract, batch)
+            groups += _cells_groups(key, entry, spec, layer, i, j, contract, batch, reach)
+        elif isinstance(entry, Fixed):
+            groups += _fixed_groups(key, entry, spec, layer, i, reach)
         elif isinstance(entry, CellParam):
             pop = entry.population
             for c in range(spec.populations[pop]):
                 own = (pop == layer.post and c == i and "post" in contract.allows) or (
                     pop == layer.pre and c == j and "pre" in contract.allows)
+                is_own_cell = (pop == layer.post and c == i) or (pop == layer.pre and c == j)
+                if pop in reach.populations and not is_own_cell:
+                    continue  # delivered through a declared fixed matrix
                 if not own:
                     kind = ("depends on other cells of the layer" if pop in (layer.post, layer.pre)
                             else "depends on cells not at the synapse")
@@ -210,20 +307,55 @@ def _perturbations(state, group: _Group, own_value: float, gen: torch.Generator)
     yield -part + 1.0
 
 
-def _moved(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
-    """``a`` differs from ``b`` beyond float64 rounding of terms of size ``scale``."""
+class _Precision(TorchFunctionMode):
+    """Records the floating dtypes of every tensor an update computes (e.g. float32 inside ``nn.Linear``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: set = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.dtypes.add(t.dtype)
+        return out
+
+
+def rounding_tolerance(dtypes) -> float:
+    """Relative tolerance ``ROUNDING_FACTOR * eps`` of the lowest precision among ``dtypes``.
+
+    Rounding in a floating format of machine epsilon ``eps`` perturbs each operation by at most
+    ``eps/2`` relative (Higham 2002, section 2.2); a sum of ``n`` terms of magnitude up to ``M`` is off
+    by at most about ``n eps M``. The checker therefore counts a change ``|a - b|`` as real only when it
+    exceeds ``ROUNDING_FACTOR * eps * M`` (``M`` the magnitude of the update, times the batch size for
+    the comparison with the sum of per-sample updates).
+    """
+    eps = [torch.finfo(d).eps for d in dtypes if d.is_floating_point]
+    return ROUNDING_FACTOR * max(eps or [torch.finfo(torch.float64).eps])
+
+
+def _magnitude(*tensors) -> float:
+    """Largest finite absolute value among ``tensors`` (0 if none)."""
+    m = 0.0
+    for t in tensors:
+        a = t.detach().double().abs()
+        a = a[torch.isfinite(a)]
+        if a.numel():
+            m = max(m, float(a.max()))
+    return m
+
+
+def _moved(a: torch.Tensor, b: torch.Tensor, rtol: float, magnitude: float) -> bool:
+    """``a`` differs from ``b`` beyond rounding: by more than ``rtol (|a| + |b| + magnitude)``."""
     a, b = a.double(), b.double()
     if torch.isnan(a) and torch.isnan(b):
         return False
     if torch.isnan(a) or torch.isnan(b):
         return True
-    return bool((a - b).abs() > 1e-9 * (1.0 + scale + max(float(a.abs()), float(b.abs()))))
-
-
-def _scale(state) -> float:
-    """Size of the largest product of two state values: the rounding scale of any update."""
-    m = max((float(v.abs().max()) for v in state.values() if v.numel()), default=1.0)
-    return m * m
+    if torch.isinf(a) or torch.isinf(b):
+        return bool(a != b)
+    return bool((a - b).abs() > rtol * (float(a.abs()) + float(b.abs()) + magnitude))
 
 
 def _call(checkable: Checkable, state: dict) -> dict:
@@ -235,9 +367,18 @@ def _call(checkable: Checkable, state: dict) -> dict:
     spec = checkable.spec
     if not isinstance(out, Mapping):
         raise CheckerError(f"{checkable.name}: the update must return a dict {{layer name: dW}}, got {type(out).__name__}")
+    names = [l.name for l in spec.layers]
+    unknown = [k for k in out if k not in names]
+    if unknown:
+        raise CheckerError(f"{checkable.name}: the update returned dW for unknown layer(s) {unknown}; the layers "
+                           f"are {names}")
     for layer in spec.layers:
         if layer.name not in out:
             raise CheckerError(f"{checkable.name}: the update returned no dW for layer {layer.name!r} (returned {sorted(out)})")
+        if not isinstance(out[layer.name], torch.Tensor):
+            raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must be a tensor, got "
+                               f"{type(out[layer.name]).__name__} (a single_layer function returns the dW tensor "
+                               "itself, not a dict)")
         want = (spec.populations[layer.post], spec.populations[layer.pre])
         if tuple(out[layer.name].shape) != want:
             raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must have shape {want} (post, pre), got {tuple(out[layer.name].shape)}")
@@ -249,11 +390,19 @@ def _slice_batch(spec: StateSpec, state: dict, b: int) -> dict:
 
 
 def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_layer: int, gen: torch.Generator,
-                  first_only: bool = False) -> list:
-    """All violations found in one state (for the synapses examined)."""
+                  first_only: bool = False, rtol: float | None = None, skip=()) -> list:
+    """All violations found in one state (for the synapses examined).
+
+    ``rtol`` is the relative tolerance of a change; by default :func:`rounding_tolerance` of the
+    lowest precision the update computes in (recorded while it runs on ``state``). Kinds already
+    named, ``(layer, kind)`` pairs in ``skip``, are not searched for again.
+    """
     spec = checkable.spec
-    base = _call(checkable, state)
-    scale = _scale(state) * max(batch, 1)
+    precision = _Precision()
+    with precision:
+        base = _call(checkable, state)
+    if rtol is None:
+        rtol = rounding_tolerance(precision.dtypes | {v.dtype for v in state.values()} | {v.dtype for v in base.values()})
     found = []
     for layer in spec.layers:
         contract = checkable.contracts[layer.name]
@@ -262,7 +411,8 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
         if len(pairs) > synapses_per_layer:
             pick = torch.randperm(len(pairs), generator=gen)[:synapses_per_layer].tolist()
             pairs = [pairs[p] for p in pick]
-        seen_kinds = set()
+        seen_kinds = {kind for name, kind in skip if name == layer.name}
+        magnitude = _magnitude(base[layer.name])
         for i, j in pairs:
             own = base[layer.name][i, j]
             for g in forbidden_groups(spec, layer.name, i, j, contract, batch):
@@ -272,19 +422,22 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
                 for new in _perturbations(state, g, own_value, gen):
                     pert = dict(state)
                     t = state[g.key].clone()
-                    t[g.index] = new
+                    t[g.index] = new.to(t.dtype)
                     pert[g.key] = t
-                    if _moved(_call(checkable, pert)[layer.name][i, j], own, max(scale, _scale(pert))):
+                    if _moved(_call(checkable, pert)[layer.name][i, j], own, rtol, magnitude):
                         found.append(Violation(layer.name, (i, j), g.kind, g.culprit))
                         seen_kinds.add(g.kind)
                         break
                 if first_only and found:
                     return found
         if contract.batch == "samples" and batch > 1 and "batch statistics" not in seen_kinds:
-            total = sum(_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch))
-            diff = (total.double() - base[layer.name].double()).abs()
-            tol = 1e-9 * (1.0 + scale)
-            bad = (diff > tol) & ~(torch.isnan(total) & torch.isnan(base[layer.name]))
+            parts = [_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch)]
+            total = sum(p.double() for p in parts)
+            whole = base[layer.name].double()
+            diff = (total - whole).abs()
+            # rounding of a sum of `batch` terms (and of each term) of magnitude up to M: (batch + 1) eps M
+            tol = rtol * (batch + 1) * _magnitude(whole, *parts)
+            bad = (diff > tol) & torch.isfinite(total) & torch.isfinite(whole)
             if bad.any():
                 i, j = [int(v) for v in bad.nonzero()[0]]
                 found.append(Violation(layer.name, (i, j), "batch statistics",
@@ -301,7 +454,7 @@ def _own_value(spec, state, layer, group, i, j) -> float:
             c = i if entry.population == layer.post else j
             if c < t.shape[1]:
                 return float(t[0, c])
-        if isinstance(entry, Weight):
+        if isinstance(entry, (Weight, Fixed)):
             return float(t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)])
     except (IndexError, RuntimeError):
         pass
@@ -309,6 +462,29 @@ def _own_value(spec, state, layer, group, i, j) -> float:
 
 
 # ----------------------------------------------------------------------------- the check
+_WHAT_IS_CHECKABLE = (
+    "a checkable target is a Checkable(name, spec, contracts, update) -- for one layer "
+    "single_layer(fn, contract, n_pre, n_post) wraps a function state -> dW -- or a factory "
+    "sizes -> Checkable passed with n_populations=<how many sizes it takes>, e.g. "
+    "check(lambda s: single_layer(fn, contract, n_pre=s[0], n_post=s[1]), n_populations=2)")
+
+
+def _checked_factory(factory):
+    """``factory`` with its failures and wrong results turned into :class:`CheckerError`."""
+    def make(sizes):
+        name = getattr(factory, "__name__", type(factory).__name__)
+        try:
+            out = factory(list(sizes))
+        except Exception as e:
+            raise CheckerError(f"check: the factory {name!r} raised {type(e).__name__}: {e} when called with sizes "
+                               f"{list(sizes)}; " + _WHAT_IS_CHECKABLE) from e
+        if not isinstance(out, Checkable):
+            raise CheckerError(f"check: the factory {name!r} returned {type(out).__name__}, not a Checkable; "
+                               + _WHAT_IS_CHECKABLE)
+        return out
+    return make
+
+
 def check(
     target: Checkable | Callable[[Sequence[int]], Checkable],
     *,
@@ -319,21 +495,38 @@ def check(
     max_examples: int = 25,
     synapses_per_layer: int = 6,
     time_budget_s: float = 20.0,
+    dtype: torch.dtype = torch.float64,
+    rtol: float | None = None,
 ) -> Report:
     """Check ``target`` against its contracts; return a :class:`Report`.
 
     ``target`` is a :class:`Checkable` (fixed sizes) or a factory ``sizes -> Checkable`` taking
     ``n_populations`` sizes, drawn in ``1..max_size`` so Hypothesis also shrinks the network.
+    States are drawn in ``dtype`` (one of :data:`DTYPES`; float64 by default: an update written for
+    float32 tensors, e.g. through a float32 ``nn.Linear``, can be checked on float32 states). A change
+    counts when it exceeds ``rtol`` relative to the update's magnitude; by default
+    :func:`rounding_tolerance` of the lowest precision the update computes in, whatever the states' dtype.
     """
+    if dtype not in DTYPES:
+        raise CheckerError(f"check: dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
+    if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise CheckerError(f"check: rtol must be a number in (0, 1) or None (rounding of the update's dtype), got {rtol!r}")
     if isinstance(target, Checkable):
         factory, n_pop = (lambda sizes: target), 0
+    elif isinstance(target, torch.nn.Module):
+        raise CheckerError(f"check: got a torch module ({type(target).__name__}); " + _WHAT_IS_CHECKABLE)
     elif callable(target):
         if not n_populations:
-            raise CheckerError("check: a factory target needs n_populations (how many sizes it takes)")
-        factory, n_pop = target, n_populations
+            name = getattr(target, "__name__", type(target).__name__)
+            raise CheckerError(f"check: got the callable {name!r} without n_populations; " + _WHAT_IS_CHECKABLE)
+        factory, n_pop = _checked_factory(target), n_populations
     else:
-        raise CheckerError(f"check: target must be a Checkable or a factory sizes -> Checkable, got {type(target).__name__}")
+        raise CheckerError(f"check: got {type(target).__name__}; " + _WHAT_IS_CHECKABLE)
     probe = factory([2] * n_pop) if n_pop else target
+    missing = [l.name for l in probe.spec.layers if not isinstance(probe.contracts.get(l.name), Contract)]
+    if missing:
+        raise CheckerError(f"check: {probe.name}: contracts must map every layer to a Contract; missing or not a "
+                           f"Contract for {missing} (contracts: {dict(probe.contracts)})")
     report = Report(probe.name, dict(probe.contracts))
     found: dict = {}
     last_failing: dict = {}
@@ -341,34 +534,45 @@ def check(
     t0 = time.perf_counter()
 
     sizes_st = st.lists(st.integers(1, max_size), min_size=n_pop, max_size=n_pop)
+    searching = [True]
 
-    @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None, print_blob=False,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink])
-    @given(data=st.data())
-    def run(data):
+    def body(data):
         sizes = data.draw(sizes_st) if n_pop else []
         ch = factory(sizes) if n_pop else target
         batch = data.draw(st.integers(1, max_batch))
         styles = {k: data.draw(st.sampled_from(STYLES)) for k in ch.spec.entries}
         s = data.draw(st.integers(0, 2**31 - 1))
         gen = torch.Generator().manual_seed(seed * 7919 + s)
-        state = draw_state(ch.spec, batch, styles, seed * 104729 + s)
+        state = draw_state(ch.spec, batch, styles, seed * 104729 + s, dtype)
         if time.perf_counter() - t0 > time_budget_s or errors:
             return
-        report.examples += 1
         try:
-            vs = violations_in(ch, state, batch, synapses_per_layer, gen)
+            if searching[0]:  # the search: every state, every kind not yet named
+                report.examples += 1
+                vs = violations_in(ch, state, batch, synapses_per_layer, gen, rtol=rtol, skip=set(found))
+            else:  # the shrink: any violation makes the state a failing one
+                vs = violations_in(ch, state, batch, synapses_per_layer, gen, first_only=True, rtol=rtol)
         except CheckerError as e:
             errors.append(e)
             return
-        for v in vs:
-            found.setdefault((v.layer, v.kind), v)
-        if vs:
+        if searching[0]:
+            for v in vs:
+                found.setdefault((v.layer, v.kind), v)
+        elif vs:
             last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs)
             raise _Found(str(vs[0]))
 
+    common = {"derandomize": True, "database": None, "deadline": None, "print_blob": False,
+              "suppress_health_check": list(HealthCheck)}
+    search = settings(max_examples=max_examples, phases=[Phase.explicit, Phase.generate], **common)(
+        given(data=st.data())(body))
+    shrink = settings(max_examples=max_examples, phases=[Phase.generate, Phase.shrink], **common)(
+        given(data=st.data())(body))
     try:
-        run()
+        search()  # keeps going after a violation, so every kind the rule commits is named
+        if found and not errors:
+            searching[0] = False
+            shrink()  # then Hypothesis shrinks a failing state to the smallest it finds
     except _Found:
         pass
     except HypothesisException as e:  # pragma: no cover - hypothesis internals

@@ -9,7 +9,8 @@ For a synapse ``W[l][i, j]`` (post cell ``i`` of population ``post``, pre cell `
 * ``trace``          -- a short-term-memory trace of those same two cells,
 * ``weight``         -- the weight ``W[l][i, j]`` itself,
 * ``neuron_signal``  -- a signal delivered to cell ``i`` by a *declared* pathway (feedback weights
-  ``B``, a circuit such as ``KWTA`` or ``HingeError``, a target),
+  ``B``, a circuit such as ``KWTA`` or ``HingeError``, a target); a declared pathway may also be a
+  :class:`Fixed` matrix, whose row / column ``i`` and the cells at its other end cell ``i`` may read,
 * ``global_scalar``  -- one broadcast number (a neuromodulator, the SPSA loss difference).
 
 Everything else is non-local: other synapses' weights (``W[l+1]`` transposed is *weight transport*),
@@ -18,9 +19,10 @@ unless the contract declares the batch as a *sequence* of samples presented one 
 
 A learning step that can be checked is described by a :class:`StateSpec`: the populations of cells,
 the layers (post population, pre population) and, for each entry of the state dictionary, what it is
-(:class:`Cells`, :class:`Trace`, :class:`CellParam`, :class:`Signal`, :class:`Weight`, :class:`Scalar`).
+(:class:`Cells`, :class:`Trace`, :class:`CellParam`, :class:`Signal`, :class:`Weight`, :class:`Fixed`,
+:class:`Scalar`).
 An update function maps such a state to ``{layer name: dW}`` with ``dW`` of shape ``(n_post, n_pre)``.
-Activity-like entries have shape ``(batch, n_cells)``; weights ``(n_post, n_pre)``; per-cell parameters
+Activity-like entries have shape ``(batch, n_cells)``; weights and fixed matrices ``(n_post, n_pre)``; per-cell parameters
 ``(n_cells,)``; scalars ``()``.
 """
 
@@ -58,6 +60,14 @@ class Contract:
     batch: str = "samples"
 
     def __post_init__(self):
+        for name, example in (("allows", "{'pre', 'post'}"), ("pathways", "('feedback B',)")):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (set, frozenset, tuple, list)):
+                raise ParameterError(f"Contract {self.name!r}: {name} must be a set (or tuple) of names, e.g. "
+                                     f"{example}; got {value!r} -- pass {{{value!r}}} for a single one"
+                                     if isinstance(value, str) else
+                                     f"Contract {self.name!r}: {name} must be a set (or tuple) of names, e.g. "
+                                     f"{example}; got {type(value).__name__} {value!r}")
         allows = frozenset(self.allows)
         bad = sorted(a for a in allows if a not in SIGNAL_KINDS)
         if bad:
@@ -120,13 +130,32 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class Fixed:
+    """A fixed, non-learning matrix between populations ``post`` and ``pre``, shape ``(n_post, n_pre)``.
+
+    Feedback weights ``B`` of feedback alignment (Lillicrap et al. 2016: ``e_1 = (e_2 B_2) * f'(u_1)``
+    with a fixed random ``B_2`` in place of ``W_2``), direct feedback alignment (Noekland 2016) or a
+    fixed random projection. It is a *pathway*: a layer whose post population is one end of the matrix
+    may read it only when its contract declares ``pathway`` (``Contract(..., pathways=(pathway,))``),
+    and then post cell ``i`` receives, through the matrix's row or column ``i`` (``B[i, :]`` when
+    ``post`` is the layer's post population, ``B[:, i]`` when ``pre`` is), the activity of every cell
+    at the other end -- and, through further declared fixed matrices, of the cells beyond. Reading the
+    learned weights of another layer instead stays *weight transport*.
+    """
+
+    pathway: str
+    post: str
+    pre: str
+
+
+@dataclass(frozen=True)
 class Scalar:
     """A broadcast scalar, shape ``()``."""
 
     name: str = "scalar"
 
 
-Entry = Union[Cells, Trace, CellParam, Signal, Weight, Scalar]
+Entry = Union[Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar]
 
 
 @dataclass(frozen=True)
@@ -162,6 +191,14 @@ class StateSpec:
                 raise ParameterError(f"StateSpec: entry {key!r} names unknown population {pop!r}")
             if isinstance(entry, Weight) and entry.layer not in names:
                 raise ParameterError(f"StateSpec: entry {key!r} names unknown layer {entry.layer!r}")
+            if isinstance(entry, Fixed):
+                for pop in (entry.post, entry.pre):
+                    if pop not in self.populations:
+                        raise ParameterError(f"StateSpec: fixed matrix {key!r} names unknown population {pop!r}; "
+                                             f"populations are {sorted(self.populations)}")
+            if not isinstance(entry, (Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar)):
+                raise ParameterError(f"StateSpec: entry {key!r} must be one of Cells, Trace, CellParam, Signal, "
+                                     f"Weight, Fixed, Scalar; got {type(entry).__name__}")
 
     def layer(self, name: str) -> Layer:
         """The :class:`Layer` called ``name``."""
@@ -176,6 +213,8 @@ class StateSpec:
         if isinstance(e, Weight):
             layer = self.layer(e.layer)
             return (self.populations[layer.post], self.populations[layer.pre])
+        if isinstance(e, Fixed):
+            return (self.populations[e.post], self.populations[e.pre])
         if isinstance(e, CellParam):
             return (self.populations[e.population],)
         if isinstance(e, Scalar):

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .checker import CheckerError, _call, _slice_batch, draw_state
-from .contract import Cells, CellParam, Checkable, Signal, Trace, Weight
+from .contract import Cells, CellParam, Checkable, Fixed, Signal, Trace, Weight
 
 
 def permute_state(checkable: Checkable, state: dict, population: str, perm: torch.Tensor) -> dict:
@@ -27,11 +27,11 @@ def permute_state(checkable: Checkable, state: dict, population: str, perm: torc
             v = v[:, perm]
         elif isinstance(e, CellParam) and e.population == population:
             v = v[perm]
-        elif isinstance(e, Weight):
-            layer = spec.layer(e.layer)
-            if layer.post == population:
+        elif isinstance(e, (Weight, Fixed)):
+            post, pre = (spec.layer(e.layer).post, spec.layer(e.layer).pre) if isinstance(e, Weight) else (e.post, e.pre)
+            if post == population:
                 v = v[perm, :]
-            if layer.pre == population:
+            if pre == population:
                 v = v[:, perm]
         out[key] = v
     return out
