@@ -18,22 +18,32 @@ import time
 from pathlib import Path
 
 from . import recipe as recipes
+from .runs import RunFolderError
+from .train import DivergenceError
 
 
 def _run(args) -> int:
-    from .experiment import run_recipe
+    from .experiment import resume_recipe, run_recipe
 
-    label, text = recipes.find_recipe(args.recipe)
     overrides = recipes.parse_overrides(args.set or [])
     if args.epochs is not None:
         overrides.setdefault("training", {})["epochs"] = args.epochs
-    recipe = recipes.resolve(text, label, overrides)
+    say = (lambda s: None) if args.quiet else print
+    if args.resume:
+        if not args.out:
+            raise recipes.RecipeError("--resume needs --out: the run folder to continue")
+        recipe, lines = resume_recipe(args.out, args.recipe, overrides)
+        for line in lines:
+            say(line)
+    else:
+        label, text = recipes.find_recipe(args.recipe)
+        recipe = recipes.resolve(text, label, overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = run_recipe(recipe, out, resume=args.resume, progress=not args.no_progress)
+    metrics = run_recipe(recipe, out, resume=args.resume, progress=not (args.no_progress or args.quiet), log=say)
     print()
     print(metrics["table"])
     print(f"\ntraining: {metrics['epochs']} epochs, {metrics['train_seconds']:.1f} s "
-          f"({metrics['seconds_per_1000_samples']:.3f} s per 1,000 samples)")
+          f"({metrics['seconds_per_1000_samples']:.3f} s per 1,000 samples, executor {metrics['executor']})")
     for line in metrics.get("extra_lines", []):
         print(line)
     print(f"run folder: {out}")
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="override one recipe key, VALUE in TOML syntax (repeatable), e.g. "
                         "--set credit.free_solver='\"alternating\"' or --set training.device=cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no stage lines (for scripts): "
+                   "the result table and errors only")
     p.set_defaults(func=_run)
     p = sub.add_parser("recipes", help="list the built-in recipes")
     p.set_defaults(func=_recipes)
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (recipes.RecipeError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (recipes.RecipeError, FileExistsError, FileNotFoundError, ValueError, RunFolderError, DivergenceError) as e:
         print(f"neurolearn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

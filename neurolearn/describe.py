@@ -207,7 +207,8 @@ class Description:
             if key not in allowed:
                 label = f"{cls.registry_name!r} ({cls.__name__})" if cls.registry_name else cls.__name__
                 raise ParameterError(
-                    f"{where}unknown key {key!r} for {label}; its keys are: {', '.join(allowed) or '(none)'}")
+                    f"{where}unknown key {key!r} for {label}; "
+                    + (f"its keys are: {', '.join(allowed)}" if allowed else "it takes no keys"))
         return cls(**values)
 
 
@@ -239,7 +240,8 @@ def lookup(kind: str, name: str) -> type:
     if table is None:
         raise ParameterError(f"lookup: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if name not in table:
-        raise ParameterError(f"{kind} type must be one of {', '.join(repr(n) for n in sorted(table))}, got {name!r}")
+        raise ParameterError(f"type must be one of {', '.join(repr(n) for n in sorted(table))} (the registered "
+                             f"{kind} types), got {name!r}")
     return table[name]
 
 

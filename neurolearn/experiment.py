@@ -24,46 +24,35 @@ import torch
 
 from . import recipe as recipes
 from ._validate import ParameterError
-from .data import Dataset, load_dataset
+from .data import Dataset, DataError, data_record, load_dataset
 from .eval.association import direct_association_accuracy
 from .eval.linear import linear_probe
 from .eval.plots import receptive_fields_png
-from .runs import save_tensors, write_json, write_text
+from .runs import LOCK_NAME, RunFolderError, _holder_alive, RunLock, check_writable, read_lock, save_tensors, write_json, write_text
 from .train import Trainer
+
+
+def _holder_text(info: dict) -> str:
+    return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}, "
+            f"command {info.get('command')!r}")
 
 
 class SetupError(ValueError):
     """The recipe's parts cannot work together (found before anything is written; the message names the keys)."""
 
 
-#: named IDX datasets and the folder names searched for them
-NAMED = {"mnist": ("mnist",), "fashion-mnist": ("fashion-mnist", "fashion_mnist")}
-
-
 def locate(name: str) -> str:
-    """Folder of a named IDX dataset: ``$NEUROLEARN_DATA/<name>``, ``~/.neurolearn/data/<name>``,
-    ``/usr/share/datasets/<name>``."""
-    import os
+    """Folder of a named IDX dataset (:func:`neurolearn.data.locate`)."""
+    from .data import locate as _locate
 
-    roots = ([os.environ["NEUROLEARN_DATA"]] if os.environ.get("NEUROLEARN_DATA") else []) + [
-        "~/.neurolearn/data", "/usr/share/datasets"]
-    tried = []
-    for root in roots:
-        for sub in NAMED[name]:
-            p = Path(root).expanduser() / sub
-            tried.append(str(p))
-            if p.is_dir():
-                return str(p)
-    raise FileNotFoundError(f"[data] source {name!r}: no folder found (nothing is ever downloaded); looked in "
-                            f"{', '.join(tried)}. Set NEUROLEARN_DATA to the folder holding it or give the folder path.")
+    return str(_locate(name))
 
 
 def load_recipe_data(recipe: dict) -> Dataset:
     """The dataset a resolved recipe names, cut to its ``train_limit`` / ``test_limit``."""
     d = recipe["data"]
     kw = {"test_fraction": d["test_fraction"], "seed": recipe["seed"]} if d["source"] == "digits" else {}
-    source = locate(d["source"]) if d["source"] in NAMED else d["source"]
-    ds = load_dataset(source, **kw)
+    ds = load_dataset(d["source"], **kw)
     if d["train_limit"] or d["test_limit"]:
         ds = ds.subset(d["train_limit"] or None, d["test_limit"] or None)
     return ds
@@ -137,6 +126,66 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _flat(recipe: dict) -> dict:
+    out = {}
+    for k, v in recipe.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def resume_recipe(out_dir: str | Path, recipe_arg: str | None = None, overrides: dict | None = None) -> tuple[dict, list[str]]:
+    """The recipe a ``--resume`` of ``out_dir`` continues, and lines saying exactly what it reuses.
+
+    The run keeps the recipe saved in ``out_dir/recipe.toml``. A recipe argument or ``--set`` / ``--epochs``
+    that differs from it is an error naming the differing keys -- except a larger ``[training] epochs``,
+    which extends the run (the learning-rate schedule is then recomputed over the new total from the
+    resumed epoch on, so an extended run is not the same as one started with the larger count)."""
+    import json
+
+    out_dir = Path(out_dir)
+    saved_path = out_dir / "recipe.toml"
+    if not saved_path.exists():
+        raise FileNotFoundError(f"--resume: {out_dir} holds no run (no recipe.toml): nothing to resume; "
+                                "drop --resume to start a new run there")
+    saved_text = saved_path.read_text()
+    saved = recipes.resolve(saved_text, str(saved_path))
+    if recipe_arg is not None:
+        label, text = recipes.find_recipe(recipe_arg)
+    else:
+        label, text = str(saved_path), saved_text
+    given = recipes.resolve(text, label, overrides)
+    a, b = _flat(saved), _flat(given)
+    differ = sorted(k for k in a if k != "training.epochs" and a[k] != b.get(k))
+    if differ:
+        details = ", ".join(f"{k} = {a[k]!r} in the run, {b.get(k)!r} given" for k in differ[:6])
+        raise recipes.RecipeError(
+            f"--resume: {label}{' with --set' if overrides else ''} differs from the run's recipe {saved_path}: "
+            f"{details}{' ...' if len(differ) > 6 else ''}. A resumed run keeps its recipe; only raising "
+            "[training] epochs (--epochs) extends it. Start a new run (another --out) to change anything else.")
+    old_e, new_e = a["training.epochs"], b["training.epochs"]
+    if new_e < old_e:
+        raise recipes.RecipeError(f"--resume: [training] epochs {new_e} is below the run's {old_e}; a resumed run "
+                                  "can only be extended")
+    done = None
+    info = out_dir / "checkpoint.json"
+    if info.exists():
+        try:
+            done = json.loads(info.read_text()).get("epoch")
+        except (OSError, ValueError):
+            done = None
+    lines = [f"resuming {out_dir}: the recipe saved in {saved_path} ({saved['name']}), "
+             + (f"the checkpoint after epoch {done} of {old_e}" if done is not None else "no checkpoint yet (training "
+                "restarts from the initial weights)")
+             + ", its optimiser and objective state, the data recorded in data.json"]
+    if new_e > old_e:
+        lines.append(f"epochs raised from {old_e} to {new_e}: the run is extended (the learning-rate schedule is "
+                     f"recomputed over {new_e} epochs from the resumed epoch on)")
+    return given if new_e > old_e else saved, lines
+
+
 class Run:
     """One recipe run, stage by stage (see module docstring). Attributes after :meth:`prepare`:
     ``recipe`` (resolved dict), ``parts`` (the descriptions), ``dataset``, ``net``, ``objective``,
@@ -157,9 +206,11 @@ class Run:
                 dataset: Dataset | None = None, log: Callable[[str], None] = print) -> "Run":
         """Load the data, build the parts and validate the whole setup; writes nothing."""
         out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise FileExistsError(f"--out {out_dir} exists and is not a folder")
-        if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        check_writable(out_dir, "--out")
+        holder = read_lock(out_dir) if out_dir.is_dir() else None
+        if holder is not None and _holder_alive(holder) is not False:
+            raise RunFolderError(f"run folder {out_dir} is being written by another run: {_holder_text(holder)}")
+        if not resume and out_dir.exists() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
             raise FileExistsError(f"run folder {out_dir} exists and is not empty: pass --resume to continue it or "
                                   "choose another --out")
         if resume and not (out_dir / "recipe.toml").exists():
@@ -169,6 +220,14 @@ class Run:
         tr, ev = parts["training"], recipe["eval"]
         t0 = time.perf_counter()
         ds = dataset if dataset is not None else load_recipe_data(recipe)
+        record = None if dataset is not None else data_record(recipe["data"]["source"])
+        if resume and record is not None and (out_dir / "data.json").exists():
+            import json
+
+            old = json.loads((out_dir / "data.json").read_text())
+            if old.get("files") != record["files"]:
+                raise DataError(f"--resume: the data differ from what {out_dir} was trained on "
+                                f"(recorded in {out_dir / 'data.json'}: {old.get('folder')}; now {record['folder']})")
         log(f"data {ds.name}: {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test "
             f"({time.perf_counter() - t0:.1f} s)")
         shape = tuple(ds.image_shape) if len(ds.image_shape) != 1 else (ds.n_features,)
@@ -200,7 +259,9 @@ class Run:
             notes.append("[eval] receptive_fields: drawn for dense first layers only; none for this network")
         for n in notes:
             warnings.warn(n, stacklevel=2)
-        return cls(recipe, out_dir, ds, net, objective, credit, trainer, log, resume, notes)
+        run = cls(recipe, out_dir, ds, net, objective, credit, trainer, log, resume, notes)
+        run.data_record = record
+        return run
 
     # ------------------------------------------------------------------ stage 4: train
     def train(self) -> None:
@@ -209,8 +270,10 @@ class Run:
         if tr.config.threads:
             torch.set_num_threads(tr.config.threads)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            write_text(self.out_dir / "recipe.toml", recipes.dumps(r))
+        write_text(self.out_dir / "recipe.toml", recipes.dumps(r))
+        if self.data_record is not None:
+            write_json(self.out_dir / "data.json", self.data_record)
+            self.metrics["data_files"] = self.data_record
         self.log(f"recipe {r['name']}: {r['description']}")
         self.log(f"network {self.net.sizes}, {type(self.credit).__name__}, {type(self.objective).__name__}, "
                  f"executor {tr.executor}; run folder {self.out_dir}")
@@ -314,9 +377,10 @@ def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress
     With ``keep=True`` the metrics also carry ``"_objects": (net, credit, dataset, objective state)``.
     """
     run = Run.prepare(recipe, out_dir, resume, progress, dataset, log)
-    run.train()
-    run.evaluate()
-    metrics = run.report()
+    with RunLock(run.out_dir):
+        run.train()
+        run.evaluate()
+        metrics = run.report()
     if keep:
         metrics["_objects"] = (run.net, run.credit, run.dataset, run.trainer.state)
     return metrics

@@ -173,11 +173,14 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
     out: dict = header.values()
     for section in sections():
         given = dict(raw.get(section, {}))
+        cls = None
         try:
             cls = section_class(section, given)
             obj = cls.from_values({k: v for k, v in given.items() if k != "type"}, f"[{section}] ")
         except ParameterError as e:
             msg = str(e)
+            if cls is not None:
+                msg = msg.removeprefix(f"{cls.__name__}: ")
             raise RecipeError(f"{label}: {msg if msg.startswith('[') else f'[{section}] {msg}'}") from None
         values = obj.values()
         out[section] = ({"type": cls.registry_name} | values) if section in TYPED else values

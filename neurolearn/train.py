@@ -21,8 +21,6 @@ reproduces the uninterrupted run.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from .data import batch_indices
 from .describe import Description, param
 from .engine import NonFiniteLoss, select_executor
 from .rng import named_generator
-from .runs import load_tensors, save_tensors, write_json
+from .runs import checkpoint_exists, load_checkpoint_files, save_checkpoint_files
 
 CHECKPOINT = "checkpoint.safetensors"
 CHECKPOINT_INFO = "checkpoint.json"
@@ -186,19 +184,24 @@ class Trainer:
                 "credit": {k: v for k, v in self.credit_state.items() if not torch.is_tensor(v)}}
 
     def save_checkpoint(self) -> None:
-        """Write weights, objective, credit and optimiser state (atomic; no-op without ``out_dir``)."""
+        """Write weights, objective, credit and optimiser state with a manifest of their checksums
+        (atomic, manifest last; refused if a tensor is not finite; no-op without ``out_dir``)."""
         if self.out_dir is None:
             return
-        save_tensors(self.out_dir / CHECKPOINT, self._tensors())
-        write_json(self.out_dir / CHECKPOINT_INFO, self._info())
+        save_checkpoint_files(self.out_dir, self._tensors(), self._info())
 
     def load_checkpoint(self) -> bool:
-        """Restore the last checkpoint of ``out_dir``; ``False`` if there is none."""
-        if self.out_dir is None or not (self.out_dir / CHECKPOINT).exists():
+        """Restore the last checkpoint of ``out_dir`` after verifying its checksums and finiteness
+        (:class:`~neurolearn.runs.CheckpointError` otherwise); ``False`` if there is none."""
+        if self.out_dir is None or not checkpoint_exists(self.out_dir):
             return False
-        t = load_tensors(self.out_dir / CHECKPOINT)
-        info = json.loads((self.out_dir / CHECKPOINT_INFO).read_text())
-        self._restore(t, info)
+        t, info = load_checkpoint_files(self.out_dir)
+        try:
+            self._restore(t, info)
+        except (KeyError, RuntimeError, ValueError) as e:
+            from .runs import CheckpointError
+
+            raise CheckpointError(f"checkpoint in {self.out_dir} does not fit this setup: {e}") from None
         return True
 
     def _restore(self, t: dict, info: dict) -> None:
@@ -300,7 +303,7 @@ class Trainer:
 
     def _divergence(self, what: str, batch: int | None, n_batches: int) -> str:
         where = f"epoch {self.epoch + 1}" + (f", batch {batch + 1} of {n_batches}" if batch is not None else "")
-        if self.out_dir is not None and (self.out_dir / CHECKPOINT).exists():
+        if self.out_dir is not None and checkpoint_exists(self.out_dir):
             kept = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.out_dir}"
         elif self.out_dir is not None:
             kept = f"no checkpoint exists yet in {self.out_dir} (the divergence came in the first epoch)"

@@ -254,7 +254,7 @@ def test_checkables_are_the_updates_the_training_steps_make():
     u2 = net.layers[1](torch.relu(u1)).detach()
     d = SupervisedTarget().decide(u2.clamp(0, 1), None, None, labels)
     g = Backprop().checkable((6, 5, 4)).update({"x": x, "u1": u1, "u2": u2, "d": d, "W1": W[0], "W2": W[1]})
-    Backprop().step(net, x, SupervisedTarget(), None, torch.optim.SGD(net.parameters(), lr=lr), labels)
+    Backprop().step(net, x, SupervisedTarget(), None, {}, torch.optim.SGD(net.parameters(), lr=lr), labels)
     for l in range(2):
         assert torch.allclose(net.layers[l].weight - W[l], -lr * 2 / (5 * 4) * g[f"W{l + 1}"], atol=1e-6)
     # self-defined target: the delivered winners are kWTA(y - H) of the circuit
@@ -266,7 +266,7 @@ def test_checkables_are_the_updates_the_training_steps_make():
     u = net.layers[0](x).detach()
     winners = kwta(u.clamp(0, 1), 2, H)
     g = self_defined_delta_checkable(6, 7, k=2).update({"x": x, "u": u, "d": winners, "W": W0})
-    Backprop().step(net, x, obj, state, torch.optim.SGD(net.parameters(), lr=lr))
+    Backprop().step(net, x, obj, state, {}, torch.optim.SGD(net.parameters(), lr=lr))
     assert torch.allclose(net.layers[0].weight - W0, -lr * 2 / (5 * 7) * g["W"], atol=1e-6)
     # equilibrium propagation: the update from the phases the relaxation produced
     net = MLP((6, 5, 4), hidden_activation="hardsigmoid", dropout=(0, 0, 0), seed=4)
@@ -279,7 +279,7 @@ def test_checkables_are_the_updates_the_training_steps_make():
     for i in (1, 2):
         st[f"s{i}_free"], st[f"s{i}_nudged"] = free[i - 1], nudged[i - 1]
     g = ep.checkable((6, 5, 4)).update(st)
-    ep.step(net, x, SupervisedTarget(), None, torch.optim.SGD(net.parameters(), lr=lr), labels)
+    ep.step(net, x, SupervisedTarget(), None, {}, torch.optim.SGD(net.parameters(), lr=lr), labels)
     for l in range(2):
         assert torch.allclose(net.layers[l].weight - W[l], -lr / 5 * g[f"W{l + 1}"], atol=1e-6)
 
