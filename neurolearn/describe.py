@@ -39,8 +39,7 @@ REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 @dataclass(frozen=True)
 class Param:
     """What values a field takes: ``kind`` is ``"int"``, ``"float"``, ``"bool"``, ``"str"``,
-    ``"choice"`` (one of ``choices``), ``"floats"`` / ``"ints"`` (a list, stored as a tuple; ``length``
-    fixes its length), ``"float_or_floats"`` (one number or a list), ``"any"`` (checked by the owner).
+    ``"choice"`` (one of ``choices``), ``"floats"`` / ``"ints"`` / ``"strs"`` (a list, stored as a tuple), ``"float_or_floats"`` (one number or a list), ``"any"`` (checked by the owner).
     Numeric bounds ``low`` / ``high`` (open with ``low_open`` / ``high_open``) apply to each number."""
 
     kind: str
@@ -71,6 +70,8 @@ class Param:
             return "a list of integers" + (f" each{rng}" if rng else "")
         if self.kind == "float_or_floats":
             return "a finite number" + rng + " or a list of them"
+        if self.kind == "strs":
+            return "a list of strings"
         return "a value"
 
     def check(self, owner: str, name: str, value: Any) -> Any:
@@ -101,6 +102,11 @@ class Param:
                 raise bad
             conv = self._int if k == "ints" else self._float
             return tuple(conv(v, bad) for v in vals)
+        if k == "strs":
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or \
+                    not all(isinstance(v, str) and v for v in value):
+                raise bad
+            return tuple(value)
         if k == "float_or_floats":
             if isinstance(value, (list, tuple)):
                 if not value:

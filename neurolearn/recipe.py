@@ -38,6 +38,46 @@ class Header(Description):
     name: str = param("unnamed", help="name of the run (run folders are runs/<name>-<time>)")
     description: str = param("", help="one line on what the recipe reproduces")
     seed: int = param(0, low=0, help="seed of initialisation, batch order and every random draw")
+    plugins: tuple = param((), "strs", nonempty=False,
+                           help="Python files (relative to the recipe) or modules imported first: they register "
+                                "their own objectives, credit methods, rules, layers")
+
+
+def load_plugins(plugins, base: Path | None = None) -> tuple[str, ...]:
+    """Import each plugin -- a ``.py`` file (relative to ``base``) or a module name -- so that the
+    descriptions it registers (:func:`neurolearn.describe.register`) can be named in a recipe. Returns the
+    plugins with files as absolute paths (what the resolved recipe records)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    out = []
+    for item in plugins:
+        if item.endswith(".py"):
+            path = Path(item).expanduser()
+            if not path.is_absolute() and base is not None and (base / path).exists():
+                path = base / path
+            path = path.resolve()
+            if not path.is_file():
+                raise RecipeError(f"plugins: {item!r} is not a file (looked for {path})")
+            name = "neurolearn_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path))
+            if name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except Exception as e:
+                    del sys.modules[name]
+                    raise RecipeError(f"plugins: importing {path} failed: {type(e).__name__}: {e}") from None
+            out.append(str(path))
+        else:
+            try:
+                importlib.import_module(item)
+            except ImportError as e:
+                raise RecipeError(f"plugins: cannot import module {item!r}: {e}") from None
+            out.append(item)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -170,6 +210,8 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
         header = Header.from_values({k: v for k, v in raw.items() if not isinstance(v, dict)}, "top level: ")
     except ParameterError as e:
         raise RecipeError(f"{label}: {e}") from None
+    base = Path(label).parent if Path(label).is_file() else None
+    header = Header(**{**header.values(), "plugins": load_plugins(header.plugins, base)})
     out: dict = header.values()
     for section in sections():
         given = dict(raw.get(section, {}))
