@@ -2,9 +2,10 @@
 
     python examples/brian2_learning_digits.py [--n-train 300] [--cells 50] [--target numpy|cython]
 
-The same KWTAHebbian rule (eta, theta_plus) drives both: in Brian2 as synaptic equations with traces
-and adaptive thresholds during one run over the presentations, in torch as the rate update applied
-sample by sample. Each is evaluated by direct association (cells labelled on the training subset).
+The same KWTAHebbian rule (all of eta, k, c, theta_plus, tau_theta) drives both: in Brian2 as the
+rule's own synaptic equations and namespace (traces, adaptive thresholds, the one kWTA circuit) during
+one run over the presentations, in torch as the rate update applied sample by sample. Each is
+evaluated by direct association (cells labelled on the training subset).
 """
 
 import argparse

@@ -55,3 +55,54 @@ def test_spiking_kwta_parameter_errors_name_the_parameter():
                      ({"H": np.zeros(4)}, "H must have one threshold per cell")):
         with pytest.raises(ValueError, match=name):
             spiking_kwta(d, 2, **kw)
+
+
+def _namespace(b2, **change):
+    """A complete, correct namespace for the circuit builder (values with Brian2 units)."""
+    ns = {"v_th": 1 * b2.mV, "leak": 50 * b2.Hz, "t_ref": 2 * b2.ms, "theta_plus": 0.0, "tau_theta": 1 * b2.second,
+          "k_winners": 2, "inh_leak": 0 * b2.Hz, "u_reset": -1e9, "count_once": 1.0, "inhibition": 50 * b2.mV}
+    ns.update(change)
+    return ns
+
+
+def test_circuit_builder_checks_units_with_brian2():
+    """Brian2's unit checking is active on the one circuit builder: a parameter with the wrong unit
+    (a time constant as a plain number, an inhibition in amperes, a leak in seconds) raises Brian2's
+    DimensionMismatchError before any simulation; the correct namespace passes and the circuit runs."""
+    import pytest
+    from brian2.units.fundamentalunits import DimensionMismatchError
+
+    from neurolearn.sim.brian2_kwta import build_kwta_circuit, check_units, quiet_brian2
+
+    b2 = quiet_brian2()
+    b2.prefs.codegen.target = "numpy"
+    for wrong in ({"tau_theta": 1.0}, {"inhibition": 50 * b2.amp}, {"leak": 20 * b2.ms}, {"v_th": 1.0}):
+        circuit = build_kwta_circuit(4, _namespace(b2, **wrong), dt=0.1 * b2.ms)
+        with pytest.raises(DimensionMismatchError):
+            check_units(b2.Network(*circuit.objects))
+    circuit = build_kwta_circuit(4, _namespace(b2), dt=0.1 * b2.ms)
+    circuit.excitatory.drive = np.array([4.0, 3.0, 2.0, 1.5]) * b2.mV / (20 * b2.ms)
+    mon = b2.SpikeMonitor(circuit.excitatory)
+    net = b2.Network(mon, *circuit.objects)
+    check_units(net)
+    net.run(50 * b2.ms, namespace={})
+    assert list(np.asarray(mon.count[:]) > 0) == [True, True, False, False]  # k = 2: the two strongest drives
+    with pytest.raises(ValueError, match="lacks"):
+        build_kwta_circuit(4, {k: v for k, v in _namespace(b2).items() if k != "inhibition"})
+    with pytest.raises(ValueError, match="k_winners"):
+        build_kwta_circuit(4, _namespace(b2, k_winners=5))
+
+
+def test_spiking_kwta_refuses_non_finite_drives_and_coarse_steps():
+    import pytest
+
+    d = np.random.default_rng(0).random((2, 5))
+    bad = d.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="drives must be finite"):
+        spiking_kwta(bad, 2)
+    with pytest.raises(ValueError, match="H must be finite"):
+        spiking_kwta(d, 2, H=np.array([0, 0, np.inf, 0, 0]))
+    with pytest.raises(ValueError, match="dt = 0.03 s >= tau = 0.02 s"):
+        spiking_kwta(d, 2, dt=0.03, duration=0.1)
+    assert spiking_kwta(d, 2, dt=0.01e-3).shape == (2, 5)  # a legal finer step runs

@@ -170,3 +170,142 @@ def test_leaky_converted_cells_in_both_simulators():
     assert np.abs(leaky - brian).max() <= 1, (leaky, brian)
     with pytest.raises(ValueError, match="tau_m"):
         SnnTorchNetwork([W], [b], tau_m=0)
+
+
+# --- parameters that are physical nonsense: refused alike by both simulators, before any simulation ---
+
+
+@pytest.fixture
+def no_simulation(monkeypatch):
+    """Any simulation step (a Brian2 run of non-zero duration, an snnTorch cell step) fails the test: the
+    checks must refuse the parameters before that (Brian2's zero-duration unit check is allowed)."""
+    import brian2
+    import snntorch
+
+    real_run = brian2.Network.run
+
+    def run(self, duration, *a, **kw):
+        if float(duration) > 0:
+            raise AssertionError("simulated before the parameters were checked")
+        return real_run(self, duration, *a, **kw)
+
+    def step(self, *a, **kw):
+        raise AssertionError("simulated before the parameters were checked")
+
+    monkeypatch.setattr(brian2.Network, "run", run)
+    monkeypatch.setattr(snntorch.Leaky, "forward", step)
+
+
+def _converted(simulator, W, b, tau_m=None):
+    """The same converted layer in snnTorch or Brian2: ``run(x, steps)`` -> counts (numpy)."""
+    from neurolearn.sim.brian2_sim import Brian2Network
+    from neurolearn.sim.snntorch_sim import SnnTorchNetwork
+
+    if simulator == "brian2":
+        net = Brian2Network(np.asarray(W), np.asarray(b), copies=2, tau_m=tau_m)
+        return lambda x, steps: net.run(np.asarray(x), steps)
+    net = SnnTorchNetwork([torch.as_tensor(W, dtype=torch.float32)], [torch.as_tensor(b, dtype=torch.float32)], tau_m=tau_m)
+    return lambda x, steps: net.run(torch.as_tensor(x, dtype=torch.float32), steps)["counts"][0].numpy()
+
+
+SPIKING = ["snntorch", "brian2"]
+W3, B3, X3 = np.full((2, 3), 0.2), np.array([0.1, 0.3]), np.full((2, 3), 0.5)
+
+
+@pytest.mark.parametrize("simulator", SPIKING)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_biases_inputs_are_refused_naming_which(simulator, bad, no_simulation):
+    """A NaN weight used to give finite spike rates; now each is refused, naming the array."""
+    W, b, x = W3.copy(), B3.copy(), X3.copy()
+    W[1, 2] = bad
+    with pytest.raises(ValueError, match=r"weight.* must be finite"):
+        _converted(simulator, W, B3)
+    b[0] = bad
+    with pytest.raises(ValueError, match=r"bias.* must be finite"):
+        _converted(simulator, W3, b)
+    x[0, 1] = bad
+    run = _converted(simulator, W3, B3)
+    with pytest.raises(ValueError, match=r"x must be finite"):
+        run(x, 10)
+
+
+def test_non_finite_network_and_currents_are_refused(no_simulation):
+    net = MLP((3, 2), seed=0)
+    with torch.no_grad():
+        net.layers[0].weight[0, 0] = float("nan")
+    for simulator in SPIKING:
+        with pytest.raises(ValueError, match=r"layers\[0\].weight must be finite"):
+            to_spiking(net, simulator)
+    model = to_spiking(MLP((3, 2), seed=0))
+    with pytest.raises(ValueError, match="x must be finite"):
+        model.rates(torch.tensor([[0.1, float("nan"), 0.2]]), 10)
+    for fn in (_snntorch, _brian2):
+        with pytest.raises(ValueError, match="currents must be finite"):
+            fn([2.5e-10, float("nan")], LIFParams(), 0.1)
+
+
+@pytest.mark.parametrize("counts", [lif_spike_counts, lif_spike_counts_brian2], ids=SPIKING)
+def test_time_step_not_below_tau_is_refused_naming_both(counts, no_simulation):
+    """dt > tau used to give a fixed spike count whatever the current; now refused with both values."""
+    currents = torch.tensor(CURRENTS) if counts is lif_spike_counts else CURRENTS
+    with pytest.raises(ValueError, match=r"dt = 0.001 s >= tau = 0.0005 s"):
+        counts(currents, LIFParams(tau=0.5e-3), 0.1, dt=1e-3)
+    with pytest.raises(ValueError, match=r"dt = 0.0001 s >= tau = 0.0001 s"):
+        counts(currents, LIFParams(tau=1e-4), 0.1)
+
+
+@pytest.mark.parametrize("simulator", SPIKING)
+@pytest.mark.parametrize("tau_m", [0.5, 1.0])
+def test_membrane_time_constant_of_one_step_or_less_is_refused(simulator, tau_m, no_simulation):
+    """tau_m = 0.5 steps made snnTorch and Brian2 disagree; now both refuse it (and 1 step)."""
+    with pytest.raises(ValueError, match=rf"one time step = 1 steps >= tau_m = {tau_m:g} steps"):
+        _converted(simulator, W3, B3, tau_m=tau_m)
+    with pytest.raises(ValueError, match="tau_m"):
+        to_spiking(MLP((3, 2), seed=0), simulator, tau_m=tau_m)
+
+
+@pytest.mark.parametrize("simulator", SPIKING)
+def test_zero_steps_are_refused(simulator, no_simulation):
+    """Brian2 with 0 steps used to return NaN rates (0 / 0); now both simulators refuse it."""
+    run = _converted(simulator, W3, B3)
+    for steps in (0, -3):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            run(X3, steps)
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            to_spiking(MLP((3, 2), seed=0), simulator).rates(torch.as_tensor(X3, dtype=torch.float32), steps)
+    for fn in (lif_spike_counts, lif_spike_counts_brian2):  # a duration shorter than one step is 0 steps
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            fn(torch.tensor(CURRENTS) if fn is lif_spike_counts else CURRENTS, LIFParams(), 0.4e-4, dt=1e-4)
+
+
+@pytest.mark.parametrize("simulator", SPIKING)
+def test_legal_spiking_parameters_pass_in_both_simulators(simulator):
+    """The opposite verdicts: finite values, tau_m just above one step, one step, dt just below tau run
+    and give finite spike counts."""
+    counts = _converted(simulator, W3, B3, tau_m=1.5)(X3, 1)
+    assert counts.shape == (2, 2) and np.isfinite(counts).all()
+    counts = _converted(simulator, W3, B3)(X3, 50)
+    assert np.isfinite(counts).all() and counts.sum() > 0
+    rates = to_spiking(MLP((3, 2), seed=0), simulator).rates(torch.as_tensor(X3, dtype=torch.float32), 1)
+    assert torch.isfinite(rates).all()
+    fn = _snntorch if simulator == "snntorch" else _brian2
+    assert np.isfinite(fn(CURRENTS, LIFParams(tau=1.01e-4), 0.01)).all()
+
+
+def test_compare_says_when_brian2_is_skipped():
+    """spiking='both' on a two-layer network used to skip Brian2 silently: compare_network now warns and
+    records why; on a one-layer network Brian2 runs (the opposite case). Negative limits are refused."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 6, generator=g), torch.arange(40) % 2
+    ds = SimpleNamespace(x_train=x[:20], y_train=y[:20], x_test=x[20:], y_test=y[20:], n_classes=2)
+    deep = MLP((6, 5, 4), hidden_activation="relu", seed=0)
+    with pytest.warns(UserWarning, match="Brian2 skipped.*2 layers"):
+        res = compare_network(deep, lambda v: deep(v), ds, 2, None, steps=20, brian2=True)
+    assert "brian2" not in res and "2 layers" in res["brian2_skipped"]
+    shallow = MLP((6, 4), seed=0)
+    res = compare_network(shallow, lambda v: shallow(v), ds, 2, None, steps=20, brian2=True)
+    assert "brian2" in res and "brian2_skipped" not in res
+    with pytest.raises(ValueError, match="test_limit"):
+        compare_network(shallow, lambda v: shallow(v), ds, 2, None, steps=20, test_limit=-1)

@@ -11,13 +11,18 @@ the spiking rule below):
 Spiking form (Brian2 ``Synapses``; Diehl & Cook 2015 style traces): each input spike raises a
 presynaptic trace ``apre`` (decay ``tau_pre``); each postsynaptic spike moves the weight toward it,
 
-    model:   dapre/dt = -apre / tau_pre (event-driven)
-    on_pre:  apre += 1; v_post += w
-    on_post: w = clip(w + eta_s (apre / (rate_max tau_pre) - w), 0, w_max)
+    model:   w : 1;  dapre/dt = -apre / tau_pre (event-driven)
+    on_pre:  apre += 1
+    on_post: w = clip(w + eta (c apre / (rate_max tau_pre) - w), 0, w_max),   w_max = c
 
 With Poisson input of rate ``r_j = x_j rate_max`` the mean trace is ``r_j tau_pre = x_j rate_max tau_pre``,
-so per postsynaptic spike the expected change is ``eta_s (x_j - w)``: the rate rule with ``c = 1``
-and ``d_i`` the postsynaptic spike count. Locality: pre (trace), post (spike) and the weight itself.
+so per postsynaptic spike the expected change is ``eta (c x_j - w)``: the rate rule with ``d_i`` the
+postsynaptic spike count, whose fixed point ``w = c x`` lies in ``[0, c]`` (the clip keeps the noisy
+trace from leaving it). The threshold of the postsynaptic cell adapts as in the rate form: it rises by
+``theta_plus`` (in units of the firing threshold) per postsynaptic spike and decays with time constant
+``tau_theta x presentation`` seconds (``tau_theta`` presentations). Locality: pre (trace), post (spike)
+and the weight itself. :meth:`KWTAHebbian.brian2_equations` returns these strings and the namespace,
+with Brian2 units, of every parameter they name (``k`` included, as ``k_winners``, for the circuit).
 """
 
 from __future__ import annotations
@@ -27,7 +32,19 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_float, check_int
-from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
+from ..locality.contract import (
+    Cells,
+    Checkable,
+    Contract,
+    Layer,
+    Signal,
+    StateSpec,
+    Weight,
+)
+
+SYNAPSE_MODEL = "w : 1\ndapre/dt = -apre / tau_pre : 1 (event-driven)"
+ON_PRE = "apre += 1"
+ON_POST = "w = clip(w + eta * (c * apre / (rate_max * tau_pre) - w), 0, w_max)"
 
 CONTRACT = Contract("KWTAHebbian", allows={"pre", "post", "trace", "weight", "neuron_signal"}, pathways=("KWTA",))
 
@@ -65,16 +82,27 @@ class KWTAHebbian:
         return Checkable("KWTAHebbian", spec, {"W": self.contract},
                          lambda s: {"W": self.torch_update(s["x"], s["d"], s["W"])})
 
-    def brian2_equations(self) -> dict:
-        """``model``, ``on_pre``, ``on_post`` strings for a Brian2 ``Synapses`` (see module docstring).
+    def brian2_equations(self, rate_max: float = 200.0, tau_pre: float = 0.02, presentation: float = 0.07) -> dict:
+        """The spiking form (module docstring) for a Brian2 ``Synapses``: ``model``, ``on_pre``, ``on_post``
+        strings and their ``namespace`` (values with Brian2 units).
 
-        Names the constants ``tau_pre``, ``rate_max``, ``eta_s``, ``w_max`` (namespace of the run).
+        ``rate_max`` (Hz): input rate of a pixel of value 1; ``tau_pre`` (s): presynaptic trace time
+        constant; ``presentation`` (s): time per presented sample, which turns ``tau_theta`` (presentations)
+        into seconds. The namespace holds every parameter of the rule: ``eta``, ``c`` (and ``w_max = c``),
+        ``theta_plus``, ``tau_theta`` (s), ``k_winners`` (= ``k``), and ``rate_max``, ``tau_pre``. The
+        adaptive threshold (``theta_plus``, ``tau_theta``) and ``k_winners`` are read by the postsynaptic
+        circuit (:func:`neurolearn.sim.brian2_kwta.build_kwta_circuit`).
         """
-        return {
-            "model": "w : 1\ndapre/dt = -apre / tau_pre : 1 (event-driven)",
-            "on_pre": "apre += 1\nv_post += w * w_gain",
-            "on_post": "w = clip(w + eta_s * (apre / (rate_max * tau_pre) - w), 0, w_max)",
-        }
+        from ..sim.brian2_kwta import quiet_brian2
+
+        check_float("KWTAHebbian.brian2_equations", "rate_max", rate_max, 0.0, low_open=True)
+        check_float("KWTAHebbian.brian2_equations", "tau_pre", tau_pre, 0.0, low_open=True)
+        check_float("KWTAHebbian.brian2_equations", "presentation", presentation, 0.0, low_open=True)
+        b2 = quiet_brian2()
+        namespace = {"eta": self.eta, "c": self.c, "w_max": self.c, "theta_plus": self.theta_plus,
+                     "tau_theta": self.tau_theta * presentation * b2.second, "k_winners": self.k,
+                     "rate_max": rate_max * b2.Hz, "tau_pre": tau_pre * b2.second}
+        return {"model": SYNAPSE_MODEL, "on_pre": ON_PRE, "on_post": ON_POST, "namespace": namespace}
 
     def train_rate(self, x: torch.Tensor, n_out: int, epochs: int = 1, seed: int = 0) -> tuple:
         """Train the rate version sample by sample on ``x`` (N, D); returns ``(W, theta)``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,10 +57,13 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
     spike counts estimate the rate output) and how often the Brian2 k-winners circuit (inhibitory cell,
     thresholds ``H - c``) picks the top-k of the drive ``u - H``; the common offset ``c`` (kWTA ignores
     it) lifts the k-th largest ``u - H`` of every assignment input above 0 so that k cells can fire.
-    Conversion: Diehl et al. 2015.
+    Conversion: Diehl et al. 2015. ``brian2=True`` on a network of more than one layer (the Brian2
+    conversion is one-layer only) skips Brian2 with a warning and records why in ``brian2_skipped``.
     """
     check_int("compare_network", "steps", steps, 1)
     check_int("compare_network", "record_every", record_every, 1)
+    check_int("compare_network", "test_limit", test_limit, 0)
+    check_int("compare_network", "assign_limit", assign_limit, 0)
     record_every = min(record_every, steps)  # at least one point of the accuracy-vs-time curve
     xa, ya = ds.x_train[: assign_limit or None], ds.y_train[: assign_limit or None]
     xt, yt = ds.x_test[: test_limit or None], ds.y_test[: test_limit or None]
@@ -88,7 +92,11 @@ def compare_network(network, rate_fn, ds, k: int, H: torch.Tensor | None, out_di
             for (t, ca), (_, ct) in zip(run_a["checkpoints"], run_t["checkpoints"])
         ],
     }
-    if brian2:
+    if brian2 and network.n_layers > 1:
+        reason = f"the Brian2 conversion supports one-layer networks, this one has {network.n_layers} layers"
+        warnings.warn(f"compare_network: Brian2 skipped: {reason}", stacklevel=2)
+        out["brian2_skipped"] = reason
+    elif brian2:
         b2_model = to_spiking(network, "brian2", calibration_x=xa, target=brian2_target)
         t0 = time.perf_counter()
         sb = b2_model.rates(xt, steps, seed + 2)
@@ -151,6 +159,7 @@ def format_compare(res: dict) -> str:
              *([f"{'Brian2':<12}{100 * res['brian2']['direct_av']:>10.2f}%{100 * res['brian2']['direct_max']:>11.2f}%"
                 f"   ({res['brian2']['seconds_per_example']:.3f} s per example, {res['brian2']['target']} target)"]
                if "brian2" in res else []),
+             *([f"Brian2 skipped: {res['brian2_skipped']}"] if "brian2_skipped" in res else []),
              f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
              f"snnTorch top-k of spike counts = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
              *([f"Brian2 k-winners (inhibitory population, thresholds H - {res['brian2_kwta']['offset']:.3f}) = rate top-k: {100 * res['brian2_kwta']['equal']:.1f}% of "
@@ -182,7 +191,7 @@ def main_compare(argv) -> int:
     k = recipe["objective"]["k"]
     H = state.H if hasattr(state, "H") else None
     res = compare_network(net, lambda x: credit.respond(net, x), ds, k, H, out, args.steps, test_limit=args.test_limit,
-                          brian2=net.n_layers == 1 and not args.no_brian2)
+                          brian2=not args.no_brian2)
     print(format_compare(res))
     print(f"run folder: {out} (compare.json, accuracy_vs_time.png)")
     return 0

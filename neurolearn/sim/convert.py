@@ -21,6 +21,7 @@ import torch
 
 from .._validate import ParameterError, check_choice, check_float
 from ..networks.mlp import MLP, activation
+from .checks import check_spiking
 from .snntorch_sim import SnnTorchNetwork
 
 SIMULATORS = ("snntorch", "brian2")
@@ -36,7 +37,9 @@ class SpikingModel:
     describes: str
 
     def rates(self, x: torch.Tensor, steps: int = 100, seed: int = 0) -> torch.Tensor:
-        """Output spike counts / ``steps`` for ``x`` (estimates the rate output, see ``describes``)."""
+        """Output spike counts / ``steps`` for ``x`` (estimates the rate output, see ``describes``);
+        ``steps >= 1`` and finite ``x`` are checked first (:func:`~neurolearn.sim.checks.check_spiking`)."""
+        check_spiking("SpikingModel.rates", steps=steps, x=x)
         if self.simulator == "brian2":
             return torch.tensor(self.network.run(x.numpy(), steps, seed), dtype=torch.float32) / steps
         return self.network.run(x, steps, seed)["counts"][-1].cpu() / steps
@@ -47,7 +50,8 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
     """Convert ``network`` (see module docstring); ``calibration_x`` is needed for ReLU layers.
 
     ``tau_m`` (steps): membrane time constant of the spiking cells; ``None`` (default) is the
-    integrate-and-fire limit ``tau_m -> inf`` in which ``count / T`` estimates the rate output.
+    integrate-and-fire limit ``tau_m -> inf`` in which ``count / T`` estimates the rate output; a finite
+    ``tau_m`` must be more than one step. Non-finite weights or biases are refused (before any simulation).
     Networks trained by equilibrium propagation with more than one layer are refused: their output is
     the fixed point of a bidirectional relaxation, not the feed-forward pass converted here.
 
@@ -60,6 +64,10 @@ def to_spiking(network: MLP, simulator: str = "snntorch", calibration_x: torch.T
                              "equilibrium propagation; its feed-forward conversion would not be the network compared "
                              "(convert one-layer EP networks, or feed-forward ReLU networks)")
     check_float("to_spiking", "percentile", percentile, 0.0, 100.0, low_open=True)
+    check_spiking("to_spiking", dt=None if tau_m is None else 1.0, tau=tau_m, dt_name="one time step", tau_name="tau_m",
+                  unit="steps", calibration_x=calibration_x,
+                  **{f"layers[{l}].{name}": getattr(layer, name).detach() for l, layer in enumerate(network.layers)
+                     for name in ("weight", "bias") if getattr(layer, name, None) is not None})
     scales = [1.0]
     h = calibration_x
     for l, layer in enumerate(network.layers):

@@ -11,6 +11,8 @@ default the non-leaky limit ``beta = 1`` (``tau_m -> inf``: integrate-and-fire, 
 in which the spike count of a cell over ``T`` steps divided by ``T`` estimates its rate output
 (Diehl et al. 2015); with a finite membrane time constant ``tau_m`` (in steps) the cells leak,
 ``v[t+1] = exp(-1/tau_m) v[t] + I[t]``, and the rate falls below the rate output for weak drives.
+Every model checks its parameters first (:func:`~neurolearn.sim.checks.check_spiking`, the same
+checks as the Brian2 models): finite numbers, ``dt < tau`` (``tau_m`` more than one step), at least one step.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import math
 import snntorch as snn
 import torch
 
-from .._validate import check_float, check_int
+from .._validate import check_float
+from .checks import check_spiking
 from .lif import LIFParams
 
 
@@ -29,11 +32,13 @@ def lif_spike_counts(current: torch.Tensor, params: LIFParams = LIFParams(), dur
     """Spike counts of independent LIF cells driven by constant currents ``current`` (A), any shape.
 
     Simulated with ``snntorch.Leaky`` (see module docstring); returns counts of the same shape.
+    Refused before any simulation: non-finite currents, ``dt >= tau``, a duration shorter than one step.
     """
     check_float("lif_spike_counts", "duration", duration, 0.0, low_open=True)
     check_float("lif_spike_counts", "dt", dt, 0.0, low_open=True)
-    beta = math.exp(-dt / params.tau)
     steps = int(round(duration / dt))
+    check_spiking("lif_spike_counts", dt=dt, tau=params.tau, steps=steps, currents=current)
+    beta = math.exp(-dt / params.tau)
     n_ref = int(round(params.t_ref / dt))
     cell = snn.Leaky(beta=beta, threshold=params.v_th, reset_mechanism="zero", reset_delay=False)
     drive = (1.0 - beta) * params.R * current.double()
@@ -58,14 +63,21 @@ class SnnTorchNetwork:
     ``I_l[t] = W_l' s_{l-1}[t] + b_l'`` (normalised weights, see :func:`to_spiking`); its cells
     integrate without leak (``beta = 1``, ``tau_m=None``) or leak with ``beta = exp(-1 / tau_m)``
     (``tau_m`` in steps), fire at threshold 1 and reset by subtraction, at most once per step; without
-    leak ``count / T`` estimates ``clamp(W_l' r_{l-1} + b_l', 0, 1)`` (Diehl et al. 2015).
+    leak ``count / T`` estimates ``clamp(W_l' r_{l-1} + b_l', 0, 1)`` (Diehl et al. 2015). Refused at
+    construction: non-finite weights or biases, ``tau_m`` of one step or less; at ``run``: non-finite
+    inputs, ``steps < 1``.
     """
 
     def __init__(self, weights: list, biases: list, device=None, tau_m: float | None = None):
+        if len(weights) != len(biases) or not weights:
+            raise ValueError(f"SnnTorchNetwork: one bias per weight matrix is needed, got {len(weights)} weights, {len(biases)} biases")
+        self.tau_m = None if tau_m is None else check_float("SnnTorchNetwork", "tau_m", tau_m, 0.0, low_open=True)
+        check_spiking("SnnTorchNetwork", dt=None if tau_m is None else 1.0, tau=self.tau_m, dt_name="one time step",
+                      tau_name="tau_m", unit="steps", **{f"weights[{l}]": w for l, w in enumerate(weights)},
+                      **{f"biases[{l}]": b for l, b in enumerate(biases)})
         self.device = torch.device(device) if device is not None else weights[0].device
         self.weights = [w.detach().to(self.device, torch.float32) for w in weights]
         self.biases = [b.detach().to(self.device, torch.float32) for b in biases]
-        self.tau_m = None if tau_m is None else check_float("SnnTorchNetwork", "tau_m", tau_m, 0.0, low_open=True)
         beta = 1.0 if tau_m is None else math.exp(-1.0 / tau_m)
         self.cells = [snn.Leaky(beta=beta, threshold=1.0, reset_mechanism="subtract", reset_delay=False)
                       for _ in self.weights]
@@ -77,8 +89,8 @@ class SnnTorchNetwork:
         ``{"counts": [ (N, n_l) per layer ], "input_spikes": (N,), "checkpoints": [(step, output counts)]}``;
         with ``record_every``, output counts are also recorded every that many steps (accuracy vs time).
         """
-        check_int("SnnTorchNetwork.run", "steps", steps, 1)
-        if x.min() < 0 or x.max() > 1:
+        check_spiking("SnnTorchNetwork.run", steps=steps, x=x)
+        if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError("SnnTorchNetwork.run: x must be in [0, 1] (spike probabilities per step)")
         gen = torch.Generator(device=self.device).manual_seed(seed)
         x = x.to(self.device, torch.float32)
