@@ -253,8 +253,12 @@ class Run:
             if why:
                 raise SetupError(f"[eval] spiking = {ev['spiking']!r} cannot run this network: {why}; "
                                  "set [eval] spiking = \"none\"")
-            if ev["spiking"] in ("brian2", "both") and net.n_layers > 1:
-                notes.append("[eval] spiking: Brian2 runs one-layer networks only; this network is compared in snnTorch only")
+            if net.n_layers > 1 and ev["spiking"] == "brian2":
+                raise SetupError(f"[eval] spiking = 'brian2': the Brian2 conversion takes one-layer networks, this one has "
+                                 f"{net.n_layers}; use 'snntorch' or 'none'")
+            if net.n_layers > 1 and ev["spiking"] == "both":
+                notes.append(f"[eval] spiking = 'both': the Brian2 conversion takes one-layer networks, this one has "
+                             f"{net.n_layers}; it is compared in snnTorch only")
         if ev["receptive_fields"] and not isinstance(net.layers[0], torch.nn.Linear):
             notes.append("[eval] receptive_fields: drawn for dense first layers only; none for this network")
         for n in notes:
@@ -327,13 +331,15 @@ class Run:
             net, credit = self.net, self.credit
             sp = compare_network(net, lambda x: credit.respond(net, x), self.dataset, getattr(self.objective, "k", 1),
                                  getattr(self.trainer.state, "H", None), self.out_dir, ev["spiking_steps"],
-                                 brian2=ev["spiking"] in ("brian2", "both") and net.n_layers == 1)
+                                 brian2=ev["spiking"] in ("brian2", "both"))
             m["spiking"] = sp
             self.log(f"spiking comparison done ({time.perf_counter() - t0:.1f} s)")
             rate = 100 * sp["rate"]["direct_av"]
             if ev["spiking"] in ("snntorch", "both"):
                 lines.append(f"spiking (snnTorch, {sp['steps']} steps): direct av {100 * sp['snntorch']['direct_av']:.2f}% "
                              f"vs rate {rate:.2f}%; rate/spike-rate correlation {sp['correlation']:.3f}")
+            if "brian2_skipped" in sp:
+                lines.append(f"spiking (Brian2): skipped -- {sp['brian2_skipped']}")
             if "brian2" in sp:
                 lines.append(f"spiking (Brian2, {sp['steps']} steps): direct av {100 * sp['brian2']['direct_av']:.2f}% "
                              f"vs rate {rate:.2f}% ({sp['brian2']['seconds_per_example']:.3f} s per example)")
@@ -368,6 +374,41 @@ class Run:
                                  ev["receptive_fields"], order, f"{r['name']}: most active cells")
         write_json(self.out_dir / "metrics.json", self.metrics)
         return self.metrics
+
+
+def load_run(run_dir: str | Path):
+    """A finished run rebuilt from its folder: ``(recipe, dataset, net, objective, credit, objective state)``
+    with the trained weights of ``weights.safetensors`` (the data must still match ``data.json``)."""
+    import json
+
+    from .runs import load_tensors
+
+    run_dir = Path(run_dir)
+    for name in ("recipe.toml", "weights.safetensors"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
+    recipe = recipes.resolve((run_dir / "recipe.toml").read_text(), str(run_dir / "recipe.toml"))
+    ds = load_recipe_data(recipe)
+    if (run_dir / "data.json").exists():
+        old = json.loads((run_dir / "data.json").read_text())
+        now = data_record(recipe["data"]["source"])
+        if old.get("files") != now["files"]:
+            raise DataError(f"{run_dir}: the data differ from what the run was trained on (data.json)")
+    shape = tuple(ds.image_shape) if len(ds.image_shape) != 1 else (ds.n_features,)
+    if recipe["network"].get("type") == "feedforward" and len(shape) == 2:
+        shape = (1,) + shape
+    parts = recipes.describe_recipe(recipe)
+    net = parts["network"].build(shape, seed=recipe["seed"])
+    objective, credit = parts["objective"], parts["credit"]
+    w = load_tensors(run_dir / "weights.safetensors")
+    try:
+        net.load_state_dict({k: v for k, v in w.items() if k.startswith("layers.")})
+    except RuntimeError as e:
+        raise ValueError(f"{run_dir}/weights.safetensors does not fit the recipe's network: {e}") from None
+    state = objective.init_state(net.sizes[-1], net.dropout[-1])
+    if isinstance(state, torch.nn.Module):
+        state.load_state_dict({k.removeprefix("objective."): v for k, v in w.items() if k.startswith("objective.")})
+    return recipe, ds, net, objective, credit, state
 
 
 def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_float, check_int
+from .._validate import check_float
+from ..describe import Description, param, register
 from ..locality.contract import (
     Cells,
     Checkable,
@@ -49,25 +50,19 @@ ON_POST = "w = clip(w + eta * (c * apre / (rate_max * tau_pre) - w), 0, w_max)"
 CONTRACT = Contract("KWTAHebbian", allows={"pre", "post", "trace", "weight", "neuron_signal"}, pathways=("KWTA",))
 
 
+@register("rule", "kwta_hebbian")
 @dataclass(frozen=True)
-class KWTAHebbian:
+class KWTAHebbian(Description):
     """The rule of the module docstring: ``eta`` learning rate, ``k`` winners, ``c`` input gain,
     ``theta_plus`` threshold increment per win, ``tau_theta`` threshold decay (in presentations)."""
 
-    eta: float = 0.05
-    k: int = 1
-    c: float = 1.0
-    theta_plus: float = 0.05
-    tau_theta: float = 200.0
+    eta: float = param(0.05, low=0.0, high=1.0, low_open=True, help="learning rate")
+    k: int = param(1, low=1, help="winners of the competition")
+    c: float = param(1.0, low=0.0, low_open=True, help="input gain: weights approach c x")
+    theta_plus: float = param(0.05, low=0.0, help="threshold increment per win")
+    tau_theta: float = param(200.0, low=0.0, low_open=True, help="threshold decay time, in presentations")
 
     contract = CONTRACT
-
-    def __post_init__(self):
-        check_float("KWTAHebbian", "eta", self.eta, 0.0, 1.0, low_open=True)
-        check_int("KWTAHebbian", "k", self.k, 1)
-        check_float("KWTAHebbian", "c", self.c, 0.0, low_open=True)
-        check_float("KWTAHebbian", "theta_plus", self.theta_plus, 0.0)
-        check_float("KWTAHebbian", "tau_theta", self.tau_theta, 0.0, low_open=True)
 
     def torch_update(self, x: torch.Tensor, d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         """``dW = eta sum_b d_bi (c x_bj - W_ij)`` (pure; batch = sum of per-sample updates)."""

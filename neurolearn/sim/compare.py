@@ -172,26 +172,67 @@ def format_compare(res: dict) -> str:
 
 
 def main_compare(argv) -> int:
-    """``neurolearn compare [RECIPE]``: train the recipe (rate), convert, compare on its test set."""
-    from .. import recipe as recipes
-    from ..experiment import run_recipe
+    """``neurolearn compare [RECIPE | RUN_DIR]``: rate vs snnTorch and Brian2 on the test set.
 
-    ap = argparse.ArgumentParser(prog="neurolearn compare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("recipe", nargs="?", help="recipe path or built-in name (default: the main job)")
-    ap.add_argument("--out", help="run folder (default runs/compare-<name>-<time>)")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--test-limit", type=int, default=0)
-    ap.add_argument("--no-brian2", action="store_true", help="skip the Brian2 simulation")
+    A finished run folder (``recipe.toml`` and ``weights.safetensors``) is compared without retraining;
+    a recipe is trained first (``--epochs`` and ``--set`` as for ``run``; its own ``[eval]`` spiking pass
+    is switched off, so the options here govern every spiking simulation made)."""
+    from .. import recipe as recipes
+    from ..experiment import load_run, run_recipe
+
+    def nonneg(v):
+        n = int(v)
+        if n < 0:
+            raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+        return n
+
+    def positive(v):
+        n = int(v)
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v}")
+        return n
+
+    ap = argparse.ArgumentParser(
+        prog="neurolearn compare",
+        description="Run a trained network rate-based, spiking in snnTorch and spiking in Brian2 on the same "
+                    "test inputs and report how far apart they are.")
+    ap.add_argument("source", nargs="?", help="a finished run folder (compared without retraining), or a recipe "
+                                              "path / built-in name to train first (default: the main job)")
+    ap.add_argument("--out", help="folder for compare.json and the plot (default: RUN_DIR/compare, or "
+                                  "runs/compare-<name>-<time> for a recipe)")
+    ap.add_argument("--steps", type=positive, default=200, help="time steps of both spiking simulations (>= 1)")
+    ap.add_argument("--test-limit", type=nonneg, default=0, help="first N test inputs (0: all)")
+    ap.add_argument("--no-brian2", action="store_true", help="snnTorch only (skip the Brian2 simulation)")
+    ap.add_argument("--epochs", type=nonneg, help="recipe only: override [training] epochs")
+    ap.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe only: override one key")
     args = ap.parse_args(argv)
-    label, text = recipes.find_recipe(args.recipe)
-    recipe = recipes.resolve(text, label, {"eval": {"locality": False, "linear": False}})
-    out = Path(args.out or f"runs/compare-{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    metrics = run_recipe(recipe, out, progress=False, log=lambda s: None, keep=True)
-    net, credit, ds, state = metrics.pop("_objects")
-    k = recipe["objective"]["k"]
+    src = Path(args.source) if args.source else None
+    t0 = time.perf_counter()
+    if src is not None and src.is_dir():
+        if args.epochs is not None or args.set:
+            raise ValueError("compare RUN_DIR: --epochs and --set apply to a recipe, not to a finished run")
+        recipe, ds, net, objective, credit, state = load_run(src)
+        out = Path(args.out) if args.out else src / "compare"
+        print(f"compare: run {src} ({recipe['name']}), no retraining", flush=True)
+    else:
+        overrides = recipes.parse_overrides(args.set or [])
+        if args.epochs is not None:
+            overrides.setdefault("training", {})["epochs"] = args.epochs
+        overrides.setdefault("eval", {}).update(locality=False, linear=False, spiking="none")
+        label, text = recipes.find_recipe(args.source)
+        recipe = recipes.resolve(text, label, overrides)
+        out = Path(args.out or f"runs/compare-{recipe['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
+        print(f"compare: training {recipe['name']} ({recipe['training']['epochs']} epochs) into {out}", flush=True)
+        metrics = run_recipe(recipe, out, progress=False, log=lambda s: None, keep=True)
+        net, credit, ds, state = metrics.pop("_objects")
+        objective = None
+        print(f"compare: trained ({time.perf_counter() - t0:.1f} s)", flush=True)
+    k = recipe["objective"].get("k", 1)
     H = state.H if hasattr(state, "H") else None
+    t1 = time.perf_counter()
     res = compare_network(net, lambda x: credit.respond(net, x), ds, k, H, out, args.steps, test_limit=args.test_limit,
                           brian2=not args.no_brian2)
+    print(f"compare: simulations done ({time.perf_counter() - t1:.1f} s)", flush=True)
     print(format_compare(res))
-    print(f"run folder: {out} (compare.json, accuracy_vs_time.png)")
+    print(f"results: {out} (compare.json, accuracy_vs_time.png)")
     return 0
