@@ -507,6 +507,12 @@ def check(
     counts when it exceeds ``rtol`` relative to the update's magnitude; by default
     :func:`rounding_tolerance` of the lowest precision the update computes in, whatever the states' dtype.
     """
+    for name, value, low in (("max_examples", max_examples, 1), ("max_size", max_size, 1), ("max_batch", max_batch, 1),
+                             ("seed", seed, 0), ("synapses_per_layer", synapses_per_layer, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise CheckerError(f"check: {name} must be an integer >= {low}, got {value!r}")
+    if isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
+        raise CheckerError(f"check: time_budget_s must be a number > 0, got {time_budget_s!r}")
     if dtype not in DTYPES:
         raise CheckerError(f"check: dtype must be one of {[str(d) for d in DTYPES]}, got {dtype!r}")
     if rtol is not None and not (isinstance(rtol, (int, float)) and 0 < rtol < 1):

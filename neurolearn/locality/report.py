@@ -59,8 +59,19 @@ def format_table(results) -> str:
 def main_check_locality(argv) -> int:
     """CLI: print the table (and the violations in full); exit 1 if a verdict is not the expected one."""
     ap = argparse.ArgumentParser(prog="neurolearn check-locality", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-examples", type=int, default=20)
+    def at_least(low):
+        def f(v):
+            try:
+                n = int(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {v!r}") from None
+            if n < low:
+                raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {v}")
+            return n
+        return f
+
+    ap.add_argument("--seed", type=at_least(0), default=0, help="seed of the drawn states (>= 0)")
+    ap.add_argument("--max-examples", type=at_least(1), default=20, help="states drawn per check (>= 1)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
