@@ -39,7 +39,8 @@ REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 @dataclass(frozen=True)
 class Param:
     """What values a field takes: ``kind`` is ``"int"``, ``"float"``, ``"bool"``, ``"str"``,
-    ``"choice"`` (one of ``choices``), ``"floats"`` / ``"ints"`` / ``"strs"`` (a list, stored as a tuple), ``"float_or_floats"`` (one number or a list), ``"any"`` (checked by the owner).
+    ``"choice"`` (one of ``choices``), ``"floats"`` / ``"ints"`` / ``"strs"`` (a list, stored as a tuple),
+    ``"float_or_floats"`` (one number or a list), ``"any"`` (checked by the owner).
     Numeric bounds ``low`` / ``high`` (open with ``low_open`` / ``high_open``) apply to each number."""
 
     kind: str

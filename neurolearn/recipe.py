@@ -213,8 +213,12 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
     base = Path(label).parent if Path(label).is_file() else None
     header = Header(**{**header.values(), "plugins": load_plugins(header.plugins, base)})
     out: dict = header.values()
+    out["plugins"] = list(header.plugins)
     for section in sections():
         given = dict(raw.get(section, {}))
+        circuits = given.pop("circuits", None)
+        if circuits is not None:
+            given = _with_circuits(given, circuits, section, label)
         cls = None
         try:
             cls = section_class(section, given)
@@ -225,7 +229,42 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
                 msg = msg.removeprefix(f"{cls.__name__}: ")
             raise RecipeError(f"{label}: {msg if msg.startswith('[') else f'[{section}] {msg}'}") from None
         values = obj.values()
+        if circuits is not None:
+            values = {"circuits": list(circuits)} | values
         out[section] = ({"type": cls.registry_name} | values) if section in TYPED else values
+    return out
+
+
+def _with_circuits(given: dict, circuits, section: str, label: str) -> dict:
+    """``given`` with the keys of the named circuit parameter sets (``circuits/<name>.toml``, or a path to
+    a TOML file) filled in where the section does not set them itself (the section's own keys win)."""
+    from .circuits import circuit_params
+
+    if isinstance(circuits, str) or not isinstance(circuits, list) or not all(isinstance(c, str) for c in circuits):
+        raise RecipeError(f"{label}: [{section}] circuits must be a list of circuit parameter set names "
+                          f"(e.g. [\"kwta\", \"homeostasis\"]), got {circuits!r}")
+    out = dict(given)
+    for name in circuits:
+        try:
+            if name.endswith(".toml"):
+                path = Path(name) if Path(name).is_absolute() or not Path(label).is_file() else Path(label).parent / name
+                params = tomllib.loads(path.read_text())
+            else:
+                params = circuit_params(name)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"{label}: [{section}] circuits: {e}") from None
+        for key, value in params.items():
+            out.setdefault(key, value)
+        where = f"circuit parameter set {name!r}"
+        try:
+            cls = section_class(section, given)
+            unknown = [k for k in params if k not in cls.params()]
+        except ParameterError:
+            unknown = []
+        if unknown:
+            raise RecipeError(f"{label}: [{section}] circuits: {where} sets {unknown}, which type "
+                              f"{cls.registry_name!r} does not take; "
+                              + (f"its keys are: {', '.join(cls.params())}" if cls.params() else "it takes no keys"))
     return out
 
 
@@ -237,6 +276,7 @@ def describe_recipe(recipe: dict) -> dict:
         values = dict(recipe[section])
         cls = section_class(section, values)
         values.pop("type", None)
+        values.pop("circuits", None)  # already filled in by resolve
         parts[section] = cls.from_values(values)
     return parts
 

@@ -46,7 +46,8 @@ def test_synaptic_equations_match_torch_update_in_the_rate_limit(c):
         expected.append(w.item() - 0.5)
     expected = np.array(expected)
     for group in (x == 0.2, x == 0.8):
-        assert abs(dw[group].mean() - expected[group].mean()) <= 0.1 * abs(expected[group].mean()), (dw[group].mean(), expected[group].mean())
+        got, want = dw[group].mean(), expected[group].mean()
+        assert abs(got - want) <= 0.1 * abs(want), (got, want)
     # toward c x from 0.5: down for x = 0.2, up for x = 0.8 when c x > 0.5
     assert np.sign(dw[x == 0.2].mean()) == -1 and np.sign(dw[x == 0.8].mean()) == np.sign(c * 0.8 - 0.5)
 

@@ -47,7 +47,8 @@ def _folder(tmp_path, n_train=12, n_test=5, gz=False, labels_train=None, labels_
     """Four small IDX files; the training labels cover every class 0-9 (a set's classes all occur)."""
     rng = np.random.default_rng(0)
     _write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 4, 3)), gz)
-    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels_train if labels_train is not None else rng.permutation(np.arange(n_train) % 10), gz)
+    labels = labels_train if labels_train is not None else rng.permutation(np.arange(n_train) % 10)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, gz)
     _write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 4, 3)), gz)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels_test if labels_test is not None else rng.integers(0, 10, n_test), gz)
     return tmp_path
@@ -197,7 +198,8 @@ def test_inferred_class_count_needs_every_class_present(tmp_path):
     assert ds.n_classes == 3
     labels[5] = 200  # one stray label would have made 201 classes
     _folder(tmp_path, labels_train=labels, labels_test=np.array([0, 1, 2, 0, 1]))
-    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: label 200 would make 201 classes, but classes 3, 4, 5, 6, 7, \.\.\. \(197 of them\) never occur"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: label 200 would make 201 classes, "
+                                        r"but classes 3, 4, 5, 6, 7, \.\.\. \(197 of them\) never occur"):
         load_idx(tmp_path)
     assert load_idx(tmp_path, n_classes=201).n_classes == 201  # stated explicitly: accepted
 

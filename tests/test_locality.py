@@ -96,7 +96,9 @@ def test_batch_statistics_are_caught_unless_declared_sequence():
 
 
 def test_undeclared_pathway_is_caught():
-    fn = lambda s: s["t"].T @ s["pre"]
+    def fn(s):
+        return s["t"].T @ s["pre"]
+
     declared = Contract("d", allows={"pre", "post", "neuron_signal"}, pathways=("target",))
     undeclared = Contract("u", allows={"pre", "post", "neuron_signal"}, pathways=("feedback B",))
     assert_local(single_layer(fn, declared, signals={"t": "target"}), **KW)
@@ -104,7 +106,9 @@ def test_undeclared_pathway_is_caught():
 
 
 def test_trace_and_scalar_need_the_contract():
-    fn = lambda s: (s["post"] * s["m"]).T @ s["trace_pre"]
+    def fn(s):
+        return (s["post"] * s["m"]).T @ s["trace_pre"]
+
     allowed = Contract("a", allows={"pre", "post", "trace", "global_scalar"})
     assert_local(single_layer(fn, allowed, traces=["trace_pre"], scalars=["m"]), **KW)
     r = assert_nonlocal(single_layer(fn, HEBB, traces=["trace_pre"], scalars=["m"]), **KW)

@@ -122,3 +122,24 @@ def test_shipped_circuit_parameter_sets_build_valid_circuits():
     Homeostasis(2000, h["gamma"], k / 2000, h["mode"], h["eta"])
     with pytest.raises(ValueError, match="name must be one of"):
         circuit_params("nope")
+
+
+def test_recipes_take_their_defaults_from_the_circuit_parameter_sets(tmp_path):
+    """``circuits = [...]`` in a section fills the keys of circuits/<name>.toml that the section does not set;
+    the section's own keys win; a set with keys the type does not take is an error naming them."""
+    from neurolearn import recipe as recipes
+    from neurolearn.circuits import circuit_params
+
+    r = recipes.resolve("[objective]\ncircuits = ['kwta', 'homeostasis']\n", "t")
+    assert r["objective"]["k"] == circuit_params("kwta")["k"] and r["objective"]["gamma"] == circuit_params("homeostasis")["gamma"]
+    r = recipes.resolve("[objective]\ncircuits = ['kwta']\nk = 2\n", "t")
+    assert r["objective"]["k"] == 2
+    own = tmp_path / "mine.toml"
+    own.write_text("k = 9\n")
+    rec = tmp_path / "r.toml"
+    rec.write_text("[objective]\ncircuits = ['mine.toml']\n")
+    assert recipes.resolve(rec.read_text(), str(rec))["objective"]["k"] == 9
+    with pytest.raises(recipes.RecipeError, match="'kwta' sets \\['k'\\], which type 'backprop' does not take"):
+        recipes.resolve("[credit]\ncircuits = ['kwta']\n", "t")
+    with pytest.raises(recipes.RecipeError, match="name must be one of"):
+        recipes.resolve("[objective]\ncircuits = ['nope']\n", "t")

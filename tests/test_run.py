@@ -9,7 +9,6 @@ import torch
 
 from neurolearn import recipe as recipes
 from neurolearn.cli import main
-from neurolearn.data import load_digits
 from neurolearn.experiment import run_recipe
 from neurolearn.runs import load_tensors
 from neurolearn.train import DivergenceError

@@ -13,7 +13,7 @@ from neurolearn.data import DataError, load_digits
 from neurolearn.experiment import SetupError, run_recipe
 from neurolearn.networks import MLP
 from neurolearn.objectives import SelfDefinedTarget, SupervisedTarget
-from neurolearn.runs import CheckpointError, RunFolderError, RunLock
+from neurolearn.runs import RunFolderError, RunLock
 from neurolearn.train import DivergenceError, Trainer, TrainingConfig, TrainingInputError
 
 

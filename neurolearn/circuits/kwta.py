@@ -7,7 +7,8 @@ Rate realisation (this module): exact top-k with per-cell thresholds,
 where ``v`` is the output activity and ``H`` the homeostatic threshold of each cell. Exactly ``k``
 cells win; among exactly tied scores the choice is ``torch.topk``'s (deterministic for a given input
 on a given device). A stable sort would pin ties to the lower index but costs 30 times more, and
-ties between float scores minus per-cell thresholds are rare. The spiking realisation (excitatory cells with lateral inhibition through an inhibitory
+ties between float scores minus per-cell thresholds are rare. The spiking realisation (excitatory cells with
+lateral inhibition through an inhibitory
 population, adaptive thresholds for ``H``) lives in :mod:`neurolearn.circuits.kwta_spiking`.
 
 In a locality contract the winners are a ``neuron_signal`` delivered to each output cell through
@@ -29,7 +30,8 @@ PATHWAY = "KWTA"
 def kwta(v: torch.Tensor, k: int, threshold: torch.Tensor | None = None) -> torch.Tensor:
     """Binary k-winners-take-all mask of ``v - threshold`` along the last axis.
 
-    ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1). ``v``: ``(..., n)``; ``threshold``: broadcastable to ``v`` (``None`` means 0).
+    ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1). ``v``: ``(..., n)``;
+    ``threshold``: broadcastable to ``v`` (``None`` means 0).
     Returns a tensor of ``v``'s dtype with exactly ``k`` ones per row (ties: see module docstring).
     """
     n = v.shape[-1]

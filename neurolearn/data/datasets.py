@@ -61,14 +61,17 @@ class Dataset:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 2 or x.shape[1] != d:
-                raise DataError(f"Dataset {self.name!r}: x_{split} must have shape (N, {d}) for images {self.image_shape}, got {tuple(x.shape)}")
+                raise DataError(f"Dataset {self.name!r}: x_{split} must have shape (N, {d}) for images {self.image_shape}, "
+                                f"got {tuple(x.shape)}")
             if y.shape != (x.shape[0],):
-                raise DataError(f"Dataset {self.name!r}: y_{split} must have {x.shape[0]} labels (one per row of x_{split}), got shape {tuple(y.shape)}")
+                raise DataError(f"Dataset {self.name!r}: y_{split} must have {x.shape[0]} labels (one per row of x_{split}), "
+                                f"got shape {tuple(y.shape)}")
             bad = (~torch.isfinite(x)).sum().item()
             if bad:
                 raise DataError(f"Dataset {self.name!r}: x_{split} has {bad} NaN or infinite values")
             if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
-                raise DataError(f"Dataset {self.name!r}: y_{split} labels must be in [0, {self.n_classes}), got [{int(y.min())}, {int(y.max())}]")
+                raise DataError(f"Dataset {self.name!r}: y_{split} labels must be in [0, {self.n_classes}), "
+                                f"got [{int(y.min())}, {int(y.max())}]")
 
     @property
     def n_features(self) -> int:
@@ -217,7 +220,8 @@ def load_idx(folder: str | Path, train_limit: int | None = None, test_limit: int
             raise DataError(f"IDX folder {folder}: {split} has {nx} images but {ny} labels")
     shape = tuple(arrays["x_train"].shape[1:])
     if len(shape) != 2 or tuple(arrays["x_test"].shape[1:]) != shape:
-        raise DataError(f"IDX folder {folder}: train and test images must be 2-D of the same size, got {arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}")
+        raise DataError(f"IDX folder {folder}: train and test images must be 2-D of the same size, got "
+                        f"{arrays['x_train'].shape[1:]} and {arrays['x_test'].shape[1:]}")
     n_classes = _check_labels(arrays, files, folder, n_classes)
     scale = 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
     for key in ("x_train", "x_test"):

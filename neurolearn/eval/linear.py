@@ -3,7 +3,8 @@
     p(c | y) = softmax(V dropout(y) + c)_c,   minimise cross-entropy with Adam,  lr_e = lr * g^e
 
 Dropout 0.2 on the frozen features, Adam, exponential learning-rate decay (factor 0.9 per epoch)
-and 50 epochs for BP-trained networks; linear decay from 1 to 0.5 over 100 epochs for EP-trained ones (REFERENCES.md, Liu section; paper appendix 6.6.1, Table 7).
+and 50 epochs for BP-trained networks; linear decay from 1 to 0.5 over 100 epochs for EP-trained ones
+(REFERENCES.md, Liu section; paper appendix 6.6.1, Table 7).
 The unsupervised network is never updated by the labels.
 """
 

@@ -280,7 +280,8 @@ def forbidden_groups(spec: StateSpec, layer_name: str, i: int, j: int, contract:
             if entry.layer == layer_name:
                 n_post, n_pre = spec.shape(key, batch)
                 if "weight" not in contract.allows:
-                    groups.append(_Group(key, (i, j), f"{key}[{i}, {j}] (its own weight)", "reads its own weight the contract does not allow"))
+                    groups.append(_Group(key, (i, j), f"{key}[{i}, {j}] (its own weight)",
+                                         "reads its own weight the contract does not allow"))
                 others = [(a, b) for a in range(n_post) for b in range(n_pre) if (a, b) != (i, j)]
                 for a, b in others:
                     groups.append(_Group(key, (a, b), f"W of layer {layer_name} at [{a}, {b}]", "depends on other synapses' weights"))
@@ -381,7 +382,8 @@ def _call(checkable: Checkable, state: dict) -> dict:
                                "itself, not a dict)")
         want = (spec.populations[layer.post], spec.populations[layer.pre])
         if tuple(out[layer.name].shape) != want:
-            raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must have shape {want} (post, pre), got {tuple(out[layer.name].shape)}")
+            raise CheckerError(f"{checkable.name}: dW of layer {layer.name!r} must have shape {want} (post, pre), "
+                               f"got {tuple(out[layer.name].shape)}")
     return out
 
 

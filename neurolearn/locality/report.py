@@ -3,14 +3,14 @@
 Each entry is a factory ``sizes -> Checkable`` so Hypothesis draws (and shrinks) the network sizes,
 and the verdict the design expects (DESIGN.md section 4): backprop through two layers is non-local
 (weight transport), and so is the mini-batch homeostasis of the self-defined target (a batch mean:
-batch statistics), whose sequential mode is local under a contract declaring the batch a sequence; the kWTA Hebbian rule, the delta rule, the contrastive Hebbian rule,
+batch statistics), whose sequential mode is local under a contract declaring the batch a sequence; the kWTA
+Hebbian rule, the delta rule, the contrastive Hebbian rule,
 equilibrium propagation and the self-defined target with the delta rule (winners delivered by the KWTA circuit) are local.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from .checker import Report, check

@@ -161,8 +161,10 @@ def format_compare(res: dict) -> str:
                if "brian2" in res else []),
              *([f"Brian2 skipped: {res['brian2_skipped']}"] if "brian2_skipped" in res else []),
              f"correlation rate vs spike rate: {res['correlation']:.3f}; mean |rate - spike rate|: {res['mean_abs_rate_error']:.3f}",
-             f"snnTorch top-k of spike counts = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs (mean overlap {100 * res['topk']['overlap']:.1f}%)",
-             *([f"Brian2 k-winners (inhibitory population, thresholds H - {res['brian2_kwta']['offset']:.3f}) = rate top-k: {100 * res['brian2_kwta']['equal']:.1f}% of "
+             f"snnTorch top-k of spike counts = rate top-k: {100 * res['topk']['equal']:.1f}% of inputs "
+             f"(mean overlap {100 * res['topk']['overlap']:.1f}%)",
+             *([f"Brian2 k-winners (inhibitory population, thresholds H - {res['brian2_kwta']['offset']:.3f}) = rate top-k: "
+                f"{100 * res['brian2_kwta']['equal']:.1f}% of "
                 f"{res['brian2_kwta']['inputs']} inputs (mean overlap {100 * res['brian2_kwta']['overlap']:.1f}%, "
                 f"{res['brian2_kwta']['winners_per_input']:.1f} winners per input)"] if "brian2_kwta" in res else []),
              f"spikes per inference: {res['spikes_per_inference']:.0f} (output {res['output_spikes_per_inference']:.1f}); "
@@ -225,7 +227,6 @@ def main_compare(argv) -> int:
         print(f"compare: training {recipe['name']} ({recipe['training']['epochs']} epochs) into {out}", flush=True)
         metrics = run_recipe(recipe, out, progress=False, log=lambda s: None, keep=True)
         net, credit, ds, state = metrics.pop("_objects")
-        objective = None
         print(f"compare: trained ({time.perf_counter() - t0:.1f} s)", flush=True)
     k = recipe["objective"].get("k", 1)
     H = state.H if hasattr(state, "H") else None

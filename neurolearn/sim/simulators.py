@@ -67,7 +67,8 @@ class Brian2Simulator:
         return self.model.network.objects
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        """Spike rates ``counts / steps`` of the Brian2 network (estimate ``clamp(W x + b - H, 0, 1)``; with ``kwta_k`` the winners fire)."""
+        """Spike rates ``counts / steps`` of the Brian2 network (estimate ``clamp(W x + b - H, 0, 1)``; with
+        ``kwta_k`` the winners fire)."""
         return self.model.rates(x, self.steps, self.seed)
 
 
