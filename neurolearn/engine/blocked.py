@@ -46,7 +46,7 @@ from ..rng import batch_generator
 from . import Executor, NonFiniteLoss, register_executor
 
 #: below this fraction of nonzero post factors a block's weight write goes through a sparse matrix
-#: (measured break-even on 2 cores: about 8%; see ``DeferredLayer.flush``)
+#: (set below the break-even measured on the CPU, docs/design.md; see ``DeferredLayer.flush``)
 SPARSE_WRITE_DENSITY = 0.06
 
 
@@ -91,7 +91,7 @@ def active_columns(x: torch.Tensor) -> torch.Tensor | None:
 
 
 #: input columns active in fewer than this fraction of the samples go through sparse products in
-#: one-layer blocks (on MNIST: 288 of the 688 active pixels, holding 2% of the nonzero inputs)
+#: one-layer blocks (the MNIST counts are in docs/design.md)
 RARE_FREQUENCY = 0.05
 
 

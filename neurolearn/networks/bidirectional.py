@@ -49,8 +49,8 @@ import torch
 from .._validate import ParameterError
 
 SOLVERS = ("euler", "alternating")
-#: largest fraction of non-zero states for which a top-down product is computed sparse (CPU; measured
-#: crossover for 32 x 2000 states and 2000 x 2000 weights: about 0.18)
+#: largest fraction of non-zero states for which a top-down product is computed sparse (CPU; set below the
+#: crossover measured for the two-layer MNIST network, docs/design.md)
 SPARSE_DENSITY = 0.12
 
 
