@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .._validate import check_int
+from ..describe import Description, param, register
 
 PATHWAY = "KWTA"
 
@@ -43,17 +44,15 @@ def kwta(v: torch.Tensor, k: int, threshold: torch.Tensor | None = None) -> torc
     return d
 
 
+@register("circuit", "kwta")
 @dataclass(frozen=True)
-class KWTA:
+class KWTA(Description):
     """The kWTA circuit (rate realisation): ``d = kWTA(v - H)`` with ``k`` winners.
 
     From Liu et al. 2024 (Eq. 1; Majani et al. 1988). ``KWTA(k)(v, H)`` returns the winner mask.
     """
 
-    k: int
-
-    def __post_init__(self):
-        check_int("KWTA", "k", self.k, 1)
+    k: int = param(1, low=1, help="winners")
 
     def __call__(self, v: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
         """Winner mask ``d_i = 1 if v_i - H_i in top_k(v - H) else 0`` (Liu et al. 2024, Eq. 1)."""
