@@ -94,7 +94,7 @@ def test_mean_loss_is_batch_statistics_unless_declared():
     def mean_mse(model, x, target):
         nn.functional.mse_loss(model(x), target).backward()
 
-    kw = {"inputs": {"x": 3}, "signals": {"target": "target"}, **KW}
+    kw = {"inputs": {"x": 3}, "signals": {"target": "target"}, **KW, "max_examples": 4}
     assert "batch statistics" in check_module_step(mlp(), mean_mse, {"2": OUTPUT}, **kw).kinds
     assert check_module_step(mlp(), mean_mse, {"2": OUTPUT}, batch_reduction="mean", **kw).local
 
@@ -107,6 +107,7 @@ def test_the_derived_update_is_the_steps_own_gradient():
     state = {"x": x, "target": d, "0:out": net[0](x).detach(), "2:out": net(x).detach()}
     state |= {k: v.detach().clone() for k, v in net.named_parameters()}
     assert set(state) == set(ch.spec.entries)
+    assert [(layer.name, layer.post, layer.pre) for layer in ch.spec.layers] == [("0", "0", "x"), ("2", "2", "0")]
     dW = ch.update(state)
     backprop(net, x, d)
     torch.testing.assert_close(dW["0"], -net[0].weight.grad)
@@ -248,3 +249,22 @@ def test_other_misuse_says_what_was_expected():
     with pytest.raises(CheckerError, match="never ran layer"):
         module_step_checkable(mlp(), lambda m, x: {"0.weight": torch.zeros(4, 3), "2.weight": torch.zeros(2, 4)},
                               HIDDEN, inputs={"x": 3})
+
+
+def test_a_layer_run_twice_records_two_phases():
+    """Each call of a layer in one step is its own recorded activity (a second phase)."""
+    def two_phase(model, x):
+        y_free = model(x)
+        y_nudged = model(x + 1.0)
+        return {"weight": (y_nudged - y_free).T @ x}
+
+    ch = module_step_checkable(nn.Linear(3, 2), two_phase, HEBB, inputs={"x": 3})
+    assert {"weight:out", "weight:out2"} <= set(ch.spec.entries)
+    assert check(ch, dtype=torch.float32, **KW).local
+
+    def other_cell(model, x):
+        y_free, y_nudged = model(x), model(x + 1.0)
+        return {"weight": (y_nudged.flip(1) - y_free).T @ x}
+
+    report = check(module_step_checkable(nn.Linear(3, 2), other_cell, HEBB, inputs={"x": 3}), dtype=torch.float32, **KW)
+    assert report.kinds == {"depends on other cells of the layer"}, str(report)

@@ -150,7 +150,7 @@ class _Recorder:
             if info is not None:
                 sub.register_forward_pre_hook(self._pre_hook(info))
                 sub.register_forward_hook(self._layer_hook(info))
-            elif not any(True for _ in sub.parameters(recurse=False)):
+            elif not any(True for _ in sub.children()) and not any(True for _ in sub.parameters(recurse=False)):
                 sub.register_forward_hook(self._passthrough_hook)
 
     def _track(self, t, pop):
@@ -205,7 +205,7 @@ class _Recorder:
     def _passthrough_hook(self, mod, args, out):
         # an elementwise module without parameters (ReLU, Sigmoid, Dropout): its output is its input's population
         if self.mode == "probe" and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor) \
-                and out.shape == args[0].shape and id(args[0]) in self.pop_of:
+                and out.shape == args[0].shape and id(args[0]) in self.pop_of and id(out) not in self.pop_of:
             self._track(out, self.pop_of[id(args[0])])
         return None
 
@@ -450,12 +450,12 @@ def _read_update(copy, out, layers, checked, before, owner, probe=False) -> dict
 
 def _update_fn(copy, step, rec, layers, checked, spec, args, dtype, batch_reduction, owner):
     tensors = {k for k, e in spec.entries.items() if isinstance(e, (Weight, CellParam, Fixed, Scalar)) and k not in args}
+    params = {k for k, _ in copy.named_parameters()}
 
     def fn(state):
         with torch.no_grad():
-            for k in tensors:
-                t = copy.get_parameter(k) if k in dict(copy.named_parameters()) else copy.get_buffer(k)
-                t.copy_(state[k])
+            for k in tensors:  # the state's weights, biases and buffers into the module (its dtype)
+                (copy.get_parameter(k) if k in params else copy.get_buffer(k)).copy_(state[k])
         for p in copy.parameters():
             p.grad = None
         before = {n: copy.get_parameter(layers[n].weight).detach().clone() for n in checked}
