@@ -52,6 +52,7 @@ their own update is not examined.
 
 from __future__ import annotations
 
+import copy as _copy
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -319,7 +320,6 @@ def module_step_checkable(
 
 
 def _private_copy(module, owner):
-    import copy as _copy
     try:
         return _copy.deepcopy(module)
     except Exception as e:
