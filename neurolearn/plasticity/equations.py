@@ -27,22 +27,28 @@ cell by a named pathway), declared global scalars, and parameters (the namespace
     scalar), ``on_pre``, ``on_post`` (a signal ``s`` read as ``s_post``; assignments to ``w`` wrapped in
     ``clip(..., low, high)`` when ``bounds`` are declared) and their ``namespace``.
 (c) the locality contract, from the names the rate limit reads: ``pre`` -> ``"pre"``, ``post`` ->
-    ``"post"``, ``w`` -> ``"weight"``, any trace -> ``"trace"``, a signal -> ``"neuron_signal"`` (its
+    ``"post"``, ``w`` (read by the rate limit, by a statement or by the clip to the bounds) -> ``"weight"``,
+    any trace -> ``"trace"``, a signal -> ``"neuron_signal"`` (its
     pathway declared), a global scalar -> ``"global_scalar"``; batch ``"samples"``.
 
 Anything else a description names is rejected with an error naming it: another group's variable
-(``v_post``, ``x_pre``), a summed variable (``(summed)``: the sum over other synapses' weights),
-Brian2's indices and counts (``i``, ``j``, ``N_incoming`` ...) and any name that is neither ``w``, a
-trace, a declared signal or scalar nor a parameter of the namespace. Units are checked per equation and
+(``v_post``, ``x_pre`` when not a parameter of the namespace), a summed variable (``(summed)``: the sum
+over other synapses' weights), Brian2's indices and counts (``i``, ``j``, ``N_incoming`` ...), a write
+to anything but ``w`` and the traces, and any name that is neither ``w``, a trace, a declared signal or
+scalar nor a parameter of the namespace (Brian2 would read it from the post group). Signals, scalars
+and traces may not be called ``e``, ``pi`` or ``inf`` (Brian2's constants). Units are checked per equation and
 statement before anything else; an error names the equation and, where a time unit is missing or extra,
-the parameter (``tau_pre = 0.02 (dimensionless) ... expected s``).
+the parameter (``tau_pre has units 1 (dimensionless) where s fits``).
 
 Supported Brian2 syntax (limits): ``w : <unit>`` (no other synaptic parameter, no subexpression, no
 continuous ``dw/dt``); traces ``dA/dt = k A : <unit> (event-driven)`` with ``k`` built from parameters
-(linear decay); statements ``x = / += / -= / *= / /= expr`` on ``w`` and traces, a fast trace changed
+(linear decay); a slow trace reads its own cell's side only (pre, or post / signals) plus scalars;
+statements ``x = / += / -= / *= / /= expr`` on ``w`` and traces, a fast trace changed
 only by ``+=`` / ``-=`` of a constant (all-to-all pairing, Morrison et al. 2008); functions ``exp``,
 ``log``, ``sqrt``, ``abs``, ``clip``, ``tanh``, ``sign``. Hard weight bounds live in ``bounds`` and apply to
 the Brian2 statements and :meth:`CompiledRule.bound`; the torch update is the drift inside the bounds.
+The rate limit assumes independent pre and post trains: where the post spikes are caused by the pre
+spikes (a driven circuit), spike-timing correlations add terms it does not contain.
 """
 
 from __future__ import annotations
