@@ -21,8 +21,14 @@ postsynaptic spike count, whose fixed point ``w = c x`` lies in ``[0, c]`` (the 
 trace from leaving it). The threshold of the postsynaptic cell adapts as in the rate form: it rises by
 ``theta_plus`` (in units of the firing threshold) per postsynaptic spike and decays with time constant
 ``tau_theta x presentation`` seconds (``tau_theta`` presentations). Locality: pre (trace), post (spike)
-and the weight itself. :meth:`KWTAHebbian.brian2_equations` returns these strings and the namespace,
-with Brian2 units, of every parameter they name (``k`` included, as ``k_winners``, for the circuit).
+and the weight itself.
+
+The rule is written once (:data:`EQUATIONS`, :mod:`neurolearn.plasticity.equations`): the torch update
+is the rate limit of those synaptic equations with the postsynaptic spikes delivered as the winners ``d``
+(``post_events="d"``, pathway ``"KWTA"``), the contract is derived from the names they read (pre, the
+trace ``apre``, the weight, the KWTA signal) and :meth:`KWTAHebbian.brian2_equations` returns the
+generated strings and the namespace, with Brian2 units, of every parameter they name (``k`` included,
+as ``k_winners``, for the circuit).
 """
 
 from __future__ import annotations
@@ -33,21 +39,20 @@ import torch
 
 from .._validate import check_float
 from ..describe import Description, param, register
-from ..locality.contract import (
-    Cells,
-    Checkable,
-    Contract,
-    Layer,
-    Signal,
-    StateSpec,
-    Weight,
+from ..locality.contract import Checkable, Contract
+from .equations import CompiledRule, RuleEquations
+
+#: the one description of the rule (Brian2 syntax); everything else is derived from it
+EQUATIONS = RuleEquations(
+    "KWTAHebbian",
+    model="w : 1\ndapre/dt = -apre / tau_pre : 1 (event-driven)",
+    on_pre="apre += 1",
+    on_post="w += eta * (c * apre / (rate_max * tau_pre) - w)",
+    signals={"d": "KWTA"},
+    post_events="d",
+    bounds=("0", "w_max"),
+    reference="Grossberg 1976; Rumelhart & Zipser 1985; Diehl & Cook 2015 (spiking form)",
 )
-
-SYNAPSE_MODEL = "w : 1\ndapre/dt = -apre / tau_pre : 1 (event-driven)"
-ON_PRE = "apre += 1"
-ON_POST = "w = clip(w + eta * (c * apre / (rate_max * tau_pre) - w), 0, w_max)"
-
-CONTRACT = Contract("KWTAHebbian", allows={"pre", "post", "trace", "weight", "neuron_signal"}, pathways=("KWTA",))
 
 
 @register("rule", "kwta_hebbian")
@@ -62,20 +67,35 @@ class KWTAHebbian(Description):
     theta_plus: float = param(0.05, low=0.0, help="threshold increment per win")
     tau_theta: float = param(200.0, low=0.0, low_open=True, help="threshold decay time, in presentations")
 
-    contract = CONTRACT
+    EQUATIONS = EQUATIONS
+
+    def namespace(self, rate_max: float = 200.0, tau_pre: float = 0.02) -> dict:
+        """The synaptic parameters with Brian2 units: ``eta``, ``c``, ``w_max = c``, ``rate_max`` (Hz), ``tau_pre`` (s)."""
+        from ..sim.brian2_kwta import quiet_brian2
+
+        b2 = quiet_brian2()
+        return {"eta": self.eta, "c": self.c, "w_max": self.c, "rate_max": rate_max * b2.Hz, "tau_pre": tau_pre * b2.second}
+
+    @property
+    def compiled(self) -> CompiledRule:
+        """:data:`EQUATIONS` compiled with :meth:`namespace` (the rate limit does not depend on ``rate_max``, ``tau_pre``)."""
+        return EQUATIONS.compile(self.namespace())
+
+    @property
+    def contract(self) -> Contract:
+        """Derived from the equations: pre, trace, weight, neuron_signal[KWTA]; batch = samples."""
+        return self.compiled.contract
 
     def torch_update(self, x: torch.Tensor, d: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """``dW = eta sum_b d_bi (c x_bj - W_ij)`` (pure; batch = sum of per-sample updates)."""
-        return self.eta * (d.T @ (self.c * x) - d.sum(0)[:, None] * W)
+        """``dW = eta sum_b d_bi (c x_bj - W_ij)`` (pure; batch = sum of per-sample updates): the rate limit of
+        :data:`EQUATIONS` with ``x`` the pre activities and ``d`` the post spikes (winners)."""
+        return self.compiled.torch_update(x, None, W, d=d)
 
     def checkable(self, n_pre: int, n_post: int) -> Checkable:
         """:meth:`torch_update` as a checkable update: ``x`` (pre cells), the winners ``d`` delivered to
         each output cell by the KWTA circuit (pathway ``"KWTA"``) and the weights ``W``; the change of
         ``W_ij`` reads ``x_j``, ``d_i`` and ``W_ij`` only (sign: ``dW``, not a gradient)."""
-        spec = StateSpec({"input": n_pre, "output": n_post}, (Layer("W", post="output", pre="input"),),
-                         {"x": Cells("input"), "d": Signal("output", "KWTA"), "W": Weight("W")})
-        return Checkable("KWTAHebbian", spec, {"W": self.contract},
-                         lambda s: {"W": self.torch_update(s["x"], s["d"], s["W"])})
+        return self.compiled.checkable(n_pre, n_post, keys={"pre": "x"}, populations=("input", "output"))
 
     def brian2_equations(self, rate_max: float = 200.0, tau_pre: float = 0.02, presentation: float = 0.07) -> dict:
         """The spiking form (module docstring) for a Brian2 ``Synapses``: ``model``, ``on_pre``, ``on_post``
@@ -94,10 +114,11 @@ class KWTAHebbian(Description):
         check_float("KWTAHebbian.brian2_equations", "tau_pre", tau_pre, 0.0, low_open=True)
         check_float("KWTAHebbian.brian2_equations", "presentation", presentation, 0.0, low_open=True)
         b2 = quiet_brian2()
-        namespace = {"eta": self.eta, "c": self.c, "w_max": self.c, "theta_plus": self.theta_plus,
-                     "tau_theta": self.tau_theta * presentation * b2.second, "k_winners": self.k,
-                     "rate_max": rate_max * b2.Hz, "tau_pre": tau_pre * b2.second}
-        return {"model": SYNAPSE_MODEL, "on_pre": ON_PRE, "on_post": ON_POST, "namespace": namespace}
+        namespace = self.namespace(rate_max, tau_pre)
+        out = EQUATIONS.compile(namespace).brian2(namespace)
+        out["namespace"].update({"theta_plus": self.theta_plus, "tau_theta": self.tau_theta * presentation * b2.second,
+                                 "k_winners": self.k})
+        return out
 
     def train_rate(self, x: torch.Tensor, n_out: int, epochs: int = 1, seed: int = 0) -> tuple:
         """Train the rate version sample by sample on ``x`` (N, D); returns ``(W, theta)``."""
