@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .checker import CheckerError, _call, _slice_batch, draw_state
-from .contract import Cells, CellParam, Checkable, Fixed, Signal, Trace, Weight
+from .contract import Cells, CellParam, Checkable, Fixed, Shared, Signal, Trace, Weight
 
 
 def permute_state(checkable: Checkable, state: dict, population: str, perm: torch.Tensor) -> dict:
@@ -24,7 +24,7 @@ def permute_state(checkable: Checkable, state: dict, population: str, perm: torc
     for key, v in state.items():
         e = spec.entries[key]
         if isinstance(e, (Cells, Trace, Signal)) and e.population == population:
-            v = v[:, perm]
+            v = v[..., perm]  # (batch, n) or (batch, time, n)
         elif isinstance(e, CellParam) and e.population == population:
             v = v[perm]
         elif isinstance(e, (Weight, Fixed)):
@@ -44,6 +44,10 @@ def check_permutation_equivariance(checkable: Checkable, population: str, batch:
         raise CheckerError(f"check_permutation_equivariance: no population {population!r}; "
                            f"populations are {sorted(checkable.spec.populations)}")
     spec = checkable.spec
+    shared = [l.name for l in spec.layers if isinstance(l, Shared) and population in (l.post, l.pre)]
+    if shared:
+        raise CheckerError(f"check_permutation_equivariance: population {population!r} is an end of the shared "
+                           f"layer(s) {shared}, whose positions fix the order of its cells")
     state = draw_state(spec, batch, {k: style for k in spec.entries}, seed)
     perm = torch.randperm(spec.populations[population], generator=torch.Generator().manual_seed(seed + 1))
     base = _call(checkable, state)
@@ -51,9 +55,9 @@ def check_permutation_equivariance(checkable: Checkable, population: str, batch:
     for layer in spec.layers:
         want = base[layer.name]
         if layer.post == population:
-            want = want[perm, :]
+            want = want[..., perm, :]
         if layer.pre == population:
-            want = want[:, perm]
+            want = want[..., perm]
         if not torch.allclose(moved[layer.name], want, atol=atol, rtol=1e-5):
             raise AssertionError(f"{checkable.name}: permuting the cells of {population!r} did not permute "
                                  f"dW of layer {layer.name!r} the same way")
