@@ -57,7 +57,8 @@ def test_reward_of_each_trial_is_sliced_with_its_sample():
     check_batch_additivity(ch)
     check_permutation_equivariance(ch, "post")
     with pytest.raises(AssertionError, match="batch statistics"):
-        check_batch_additivity(single_layer(reward_baseline, THREE_FACTOR, sample_scalars=["r"]))
+        check_batch_additivity(single_layer(reward_baseline, THREE_FACTOR, sample_scalars=["r"]), style="normal",
+                               max_examples=25)
 
 
 # ----------------------------------------------------------------------------- time axis: STDP

@@ -278,7 +278,8 @@ class Shared:
                                 pre_cell = (c * height + py * stride + ky) * width + px * stride + kx
                                 row.append((post_cell, pre_cell))
                 synapses.append(tuple(row))
-        return cls(name, post, pre, (out_channels, in_channels, kh, kw), tuple(synapses), out_channels * ho * wo, in_channels * height * width)
+        return cls(name, post, pre, (out_channels, in_channels, kh, kw), tuple(synapses), out_channels * ho * wo,
+                   in_channels * height * width)
 
 
 @dataclass(frozen=True)
