@@ -110,3 +110,19 @@ def test_invariances_hold_at_special_values_for_a_local_rule():
     check_batch_additivity(oja, style=("extreme", "mixed"))
     with pytest.raises(CheckerError, match="max_examples must be an integer"):
         check_batch_additivity(oja, max_examples=0)
+
+
+def test_the_checkers_smallest_failing_state_is_written_out_and_replays():
+    from neurolearn.locality import check
+    from neurolearn.locality.checker import violations_in
+
+    def other_cell(s):  # each post cell's update also reads post cell 0
+        return (s["post"] + s["post"][:, :1]).T @ s["pre"]
+
+    ch = single_layer(other_cell, HEBB, n_post=3)
+    r = check(ch, max_examples=8)
+    assert not r.local and r.failing_state and "its values: pre = [[" in str(r)
+    batch = r.failing_state["pre"].shape[0]
+    found = violations_in(ch, r.failing_state, batch, 6, torch.Generator().manual_seed(0))
+    assert "depends on other cells of the layer" in {v.kind for v in found}
+    assert not check(single_layer(lambda s: s["post"].T @ s["pre"], HEBB), max_examples=3).failing_state

@@ -91,4 +91,4 @@ def test_check_locality_lists_the_whole_steps():
     assert names == ["Feedback alignment (2 layers)", "Feedback alignment (3 layers)",
                      "Direct feedback alignment (3 layers)", "Difference target prop (2 layers)",
                      "Difference target prop (3 layers)", "Sign-symmetric (2 layers)", "Sign-symmetric (3 layers)",
-                     "Backprop (reference) (3 layers)"]
+                     "Backprop from equations (3 layers)"]

@@ -40,7 +40,7 @@ from .contract import Cells, Checkable, Contract, Fixed, Layer, Signal, StateSpe
 
 #: the feedback of :func:`error_feedback_step`
 FEEDBACKS = ("backprop", "sign", "fa", "dfa")
-_NAMES = {"backprop": "Backprop (reference)", "sign": "Sign-symmetric", "fa": "Feedback alignment",
+_NAMES = {"backprop": "Backprop from equations", "sign": "Sign-symmetric", "fa": "Feedback alignment",
           "dfa": "Direct feedback alignment"}
 #: step size of the top target of difference target propagation, ``t_L = y - eta (y - d)``
 DTP_ETA = 0.5
