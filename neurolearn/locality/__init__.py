@@ -6,16 +6,18 @@ See ``docs/locality.md``.
 """
 
 from .checker import CheckerError, Report, Violation, check, draw_state, fixed_reach, forbidden_groups
-from .contract import (BATCH_MODES, SIGNAL_KINDS, Cells, CellParam, Checkable, Contract, Fixed, Layer, Scalar, Signal,
-                       StateSpec, Trace, Weight)
+from .contract import (BATCH_MODES, SIGNAL_KINDS, Cells, CellParam, Checkable, Contract, Fixed, Layer, SampleScalar,
+                       Scalar, Shared, Signal, StateSpec, Trace, Weight)
 from .invariance import check_batch_additivity, check_permutation_equivariance, check_scaling, permute_state
-from . import strategies
+from . import reference_steps, strategies
+# (the lead adds here the import of `modules`, checking plain torch modules: issue 12 item 5)
 from .testing import assert_local, assert_nonlocal, single_layer
 
 __all__ = [
-    "Contract", "StateSpec", "Layer", "Cells", "Trace", "CellParam", "Signal", "Weight", "Fixed", "Scalar", "Checkable",
+    "Contract", "StateSpec", "Layer", "Shared", "Cells", "Trace", "CellParam", "Signal", "Weight", "Fixed", "Scalar",
+    "SampleScalar", "Checkable",
     "SIGNAL_KINDS", "BATCH_MODES", "check", "Report", "Violation", "CheckerError", "draw_state", "forbidden_groups",
     "fixed_reach",
     "assert_local", "assert_nonlocal", "single_layer", "check_permutation_equivariance", "check_batch_additivity",
-    "check_scaling", "permute_state", "strategies",
+    "check_scaling", "permute_state", "strategies", "reference_steps",
 ]

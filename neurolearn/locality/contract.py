@@ -23,12 +23,23 @@ the layers (post population, pre population) and, for each entry of the state di
 :class:`Scalar`).
 An update function maps such a state to ``{layer name: dW}`` with ``dW`` of shape ``(n_post, n_pre)``.
 Activity-like entries have shape ``(batch, n_cells)``; weights and fixed matrices ``(n_post, n_pre)``; per-cell parameters
-``(n_cells,)``; scalars ``()``.
+``(n_cells,)``; scalars ``()``; per-sample scalars (:class:`SampleScalar`, a reward per trial) ``(batch,)``.
+
+Two structures go beyond one synapse per weight:
+
+* a **time axis** (``StateSpec(..., time=T)``): activity-like entries are ``(batch, T, n)``, per-sample
+  scalars ``(batch, T)``, and the update returns the weight change at every step, ``(T, n_post, n_pre)``
+  (the window's change is their sum). ``dW[t]`` may read the past and present of its synapse's cells,
+  never the future: the checker perturbs steps ``> t`` and reports *reads the future*;
+* **weight sharing** (:class:`Shared`, e.g. ``Shared.conv1d``): one kernel entry ``q`` is the weight of
+  a synapse at every position ``p``; the update returns each position's term, ``(n_positions,
+  *kernel_shape)``, and the kernel changes by their sum (:meth:`Shared.kernel_update`). Each term is
+  checked as the update of its own synapse (post cell, pre cell) at that position.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Protocol, Union
 
 import torch
@@ -155,7 +166,22 @@ class Scalar:
     name: str = "scalar"
 
 
-Entry = Union[Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar]
+@dataclass(frozen=True)
+class SampleScalar:
+    """A scalar per sample (per trial), shape ``(batch,)`` (``(batch, T)`` with a time axis).
+
+    A reward ``r_b`` of trial ``b`` in a three-factor rule ``dW_ij = sum_b r_b post_bi pre_bj`` (the
+    neuromodulated Hebbian rule of reward learning, e.g. Fremaux & Gerstner 2016): each sample's term
+    may read its own sample's scalar (``global_scalar`` in the contract: broadcast to every synapse);
+    reading another sample's scalar (a baseline ``r - mean_b r``) is *batch statistics*.
+    """
+
+    name: str = "reward"
+
+
+Entry = Union[Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar, SampleScalar]
+#: the entries that carry one value (or one row of cells) per sample: sliced by sample, drawn over time
+PER_SAMPLE = (Cells, Trace, Signal, SampleScalar)
 
 
 @dataclass(frozen=True)
@@ -167,24 +193,130 @@ class Layer:
     pre: str
 
 
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A layer with shared weights (a convolution): kernel entry ``q`` at position ``p`` is the synapse
+    from pre cell ``synapses[p][q][1]`` to post cell ``synapses[p][q][0]``.
+
+    The kernel ``K`` (shape ``kernel_shape``) changes by the sum over positions of each position's
+    term, ``dK = sum_p dK_p`` (a convolution's weight gradient is such a sum, LeCun et al. 1989); the
+    update returns the terms, ``(n_positions, *kernel_shape)``, and each term is checked as the update
+    of its own synapse: for a Hebbian kernel ``dK_p[o, c, m] = y[o, p] x[c, p s + m]``. Build one with
+    :meth:`conv1d` or :meth:`conv2d` (valid convolutions, no padding).
+    """
+
+    name: str
+    post: str
+    pre: str
+    kernel_shape: tuple
+    synapses: tuple
+    n_post: int
+    n_pre: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernel_shape", tuple(self.kernel_shape))
+        object.__setattr__(self, "synapses", tuple(tuple(tuple(c) for c in row) for row in self.synapses))
+        nk = _prod(self.kernel_shape)
+        if not self.synapses or any(len(row) != nk for row in self.synapses):
+            raise ParameterError(f"Shared {self.name!r}: synapses must list, for every position, one (post, pre) "
+                                 f"pair per kernel entry ({nk} for kernel_shape {self.kernel_shape})")
+        for row in self.synapses:
+            for i, j in row:
+                if not (0 <= i < self.n_post and 0 <= j < self.n_pre):
+                    raise ParameterError(f"Shared {self.name!r}: synapse ({i}, {j}) outside {self.n_post} post x "
+                                         f"{self.n_pre} pre cells")
+
+    @property
+    def n_positions(self) -> int:
+        """How many positions share the kernel."""
+        return len(self.synapses)
+
+    def kernel_update(self, dW: torch.Tensor) -> torch.Tensor:
+        """The kernel's change ``dK = sum_p dK_p`` from the per-position terms ``(n_positions, *kernel_shape)``."""
+        return dW.sum(0)
+
+    @classmethod
+    def conv1d(cls, name: str, post: str, pre: str, in_channels: int, out_channels: int, kernel_size: int,
+               length: int, stride: int = 1) -> "Shared":
+        """A valid 1-d convolution: pre cell ``c * length + x``, post cell ``o * L_out + p``, kernel
+        ``(out_channels, in_channels, kernel_size)``, ``L_out = (length - kernel_size) // stride + 1``;
+        the term at position ``p`` of entry ``(o, c, m)`` is the synapse (post ``(o, p)``, pre ``(c, p stride + m)``)."""
+        flat = cls.conv2d(name, post, pre, in_channels, out_channels, (1, kernel_size), 1, length, stride)
+        return replace(flat, kernel_shape=(out_channels, in_channels, kernel_size))  # same order of entries
+
+    @classmethod
+    def conv2d(cls, name: str, post: str, pre: str, in_channels: int, out_channels: int, kernel_size, height: int,
+               width: int, stride: int = 1) -> "Shared":
+        """A valid 2-d convolution (as ``torch.nn.functional.conv2d`` without padding): pre cell
+        ``(c, y, x) -> (c H + y) W + x``, post cell ``(o, py, px)``, kernel ``(out, in, kh, kw)``; the term at
+        position ``(py, px)`` of entry ``(o, c, ky, kx)`` is the synapse (post ``(o, py, px)``, pre
+        ``(c, py stride + ky, px stride + kx)``)."""
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        for pname, v in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel height", kh),
+                         ("kernel width", kw), ("height", height), ("width", width), ("stride", stride)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ParameterError(f"Shared.conv {name!r}: {pname} must be an integer >= 1, got {v!r}")
+        if kh > height or kw > width:
+            raise ParameterError(f"Shared.conv {name!r}: kernel {(kh, kw)} larger than the input {(height, width)}")
+        ho, wo = (height - kh) // stride + 1, (width - kw) // stride + 1
+        synapses = []
+        for py in range(ho):
+            for px in range(wo):
+                row = []
+                for o in range(out_channels):
+                    for c in range(in_channels):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                post_cell = (o * ho + py) * wo + px
+                                pre_cell = (c * height + py * stride + ky) * width + px * stride + kx
+                                row.append((post_cell, pre_cell))
+                synapses.append(tuple(row))
+        return cls(name, post, pre, (out_channels, in_channels, kh, kw), tuple(synapses), out_channels * ho * wo,
+                   in_channels * height * width)
+
+
 @dataclass(frozen=True)
 class StateSpec:
-    """The populations (name -> size), layers and state entries of a checkable learning step."""
+    """The populations (name -> size), layers and state entries of a checkable learning step.
+
+    ``time``: the number of time steps of a time axis (module docstring), or ``None``.
+    """
 
     populations: Mapping[str, int]
     layers: tuple
     entries: Mapping[str, Entry]
     batch_size: int | None = None
+    time: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "populations", dict(self.populations))
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "entries", dict(self.entries))
         names = {l.name for l in self.layers}
+        if self.time is not None and (isinstance(self.time, bool) or not isinstance(self.time, int) or self.time < 1):
+            raise ParameterError(f"StateSpec: time must be None (no time axis) or an integer >= 1, got {self.time!r}")
         for layer in self.layers:
+            if not isinstance(layer, (Layer, Shared)):
+                raise ParameterError(f"StateSpec: layers must be Layer or Shared, got {type(layer).__name__}")
             for pop in (layer.pre, layer.post):
                 if pop not in self.populations:
                     raise ParameterError(f"StateSpec: layer {layer.name!r} names unknown population {pop!r}")
+            if isinstance(layer, Shared):
+                if self.time is not None:
+                    raise ParameterError(f"StateSpec: shared layer {layer.name!r} with a time axis is not supported; "
+                                         "check the convolution per time step")
+                have = (self.populations[layer.post], self.populations[layer.pre])
+                if have != (layer.n_post, layer.n_pre):
+                    raise ParameterError(f"StateSpec: shared layer {layer.name!r} connects {layer.n_post} post and "
+                                         f"{layer.n_pre} pre cells but populations {layer.post!r}, {layer.pre!r} "
+                                         f"have {have}")
         for key, entry in self.entries.items():
             pop = getattr(entry, "population", None)
             if pop is not None and pop not in self.populations:
@@ -196,12 +328,12 @@ class StateSpec:
                     if pop not in self.populations:
                         raise ParameterError(f"StateSpec: fixed matrix {key!r} names unknown population {pop!r}; "
                                              f"populations are {sorted(self.populations)}")
-            if not isinstance(entry, (Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar)):
+            if not isinstance(entry, (Cells, Trace, CellParam, Signal, Weight, Fixed, Scalar, SampleScalar)):
                 raise ParameterError(f"StateSpec: entry {key!r} must be one of Cells, Trace, CellParam, Signal, "
-                                     f"Weight, Fixed, Scalar; got {type(entry).__name__}")
+                                     f"Weight, Fixed, Scalar, SampleScalar; got {type(entry).__name__}")
 
-    def layer(self, name: str) -> Layer:
-        """The :class:`Layer` called ``name``."""
+    def layer(self, name: str) -> Layer | Shared:
+        """The :class:`Layer` (or :class:`Shared` layer) called ``name``."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
@@ -212,6 +344,8 @@ class StateSpec:
         e = self.entries[key]
         if isinstance(e, Weight):
             layer = self.layer(e.layer)
+            if isinstance(layer, Shared):
+                return layer.kernel_shape
             return (self.populations[layer.post], self.populations[layer.pre])
         if isinstance(e, Fixed):
             return (self.populations[e.post], self.populations[e.pre])
@@ -219,7 +353,19 @@ class StateSpec:
             return (self.populations[e.population],)
         if isinstance(e, Scalar):
             return ()
-        return (batch, self.populations[e.population])
+        steps = () if self.time is None else (self.time,)
+        if isinstance(e, SampleScalar):
+            return (batch,) + steps
+        return (batch,) + steps + (self.populations[e.population],)
+
+    def update_shape(self, layer_name: str) -> tuple:
+        """The shape of the dW an update returns for ``layer_name``: ``(n_post, n_pre)``, ``(T, n_post, n_pre)``
+        with a time axis, ``(n_positions, *kernel_shape)`` for a :class:`Shared` layer."""
+        layer = self.layer(layer_name)
+        if isinstance(layer, Shared):
+            return (layer.n_positions,) + layer.kernel_shape
+        steps = () if self.time is None else (self.time,)
+        return steps + (self.populations[layer.post], self.populations[layer.pre])
 
 
 State = Mapping[str, torch.Tensor]

@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Mapping
 import torch
 
 from .checker import Report, check
-from .contract import Cells, Checkable, Contract, Layer, Scalar, Signal, StateSpec, Trace, Weight
+from .._validate import ParameterError
+from .contract import Cells, Checkable, Contract, Layer, SampleScalar, Scalar, Signal, StateSpec, Trace, Weight
 
 
 def single_layer(
@@ -29,12 +30,17 @@ def single_layer(
     traces: Iterable[str] = (),
     scalars: Iterable[str] = (),
     name: str | None = None,
+    sample_scalars: Iterable[str] = (),
+    time: int | None = None,
 ) -> Checkable:
     """A one-layer :class:`Checkable` from a plain function ``state -> dW (n_post, n_pre)``.
 
     The state holds ``pre`` ``(batch, n_pre)``, ``post`` ``(batch, n_post)``, ``W`` ``(n_post, n_pre)``,
     one ``(batch, n_post)`` entry per name in ``signals`` (name -> pathway), ``trace_pre`` /
-    ``trace_post`` if listed in ``traces`` and one ``()`` scalar per name in ``scalars``.
+    ``trace_post`` if listed in ``traces``, one ``()`` scalar per name in ``scalars`` and one
+    ``(batch,)`` per-sample scalar (a reward per trial) per name in ``sample_scalars``. With ``time=T``
+    every per-sample entry gains a time axis (``(batch, T, n)``, ``(batch, T)``) and ``fn`` returns the
+    change at every step, ``(T, n_post, n_pre)``: ``dW[t]`` may read steps ``<= t`` only.
     """
     entries = {"pre": Cells("pre"), "post": Cells("post"), "W": Weight("W")}
     for key, pathway in (signals or {}).items():
@@ -45,7 +51,11 @@ def single_layer(
         entries[key] = Trace("pre" if key == "trace_pre" else "post")
     for key in scalars:
         entries[key] = Scalar(key)
-    spec = StateSpec({"pre": n_pre, "post": n_post}, (Layer("W", "post", "pre"),), entries)
+    for key in sample_scalars:
+        if key in entries:
+            raise ParameterError(f"single_layer: sample scalar {key!r} clashes with an entry of the same name")
+        entries[key] = SampleScalar(key)
+    spec = StateSpec({"pre": n_pre, "post": n_post}, (Layer("W", "post", "pre"),), entries, time=time)
     return Checkable(name or getattr(fn, "__name__", "rule"), spec, {"W": contract}, lambda s: {"W": fn(s)})
 
 
