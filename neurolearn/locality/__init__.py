@@ -10,10 +10,11 @@ from .contract import (BATCH_MODES, SIGNAL_KINDS, Cells, CellParam, Checkable, C
                        Scalar, Shared, Signal, StateSpec, Trace, Weight)
 from .invariance import check_batch_additivity, check_permutation_equivariance, check_scaling, permute_state
 from . import reference_steps, strategies
-# (the lead adds here the import of `modules`, checking plain torch modules: issue 12 item 5)
+from .modules import check_module_step, module_step_checkable
 from .testing import assert_local, assert_nonlocal, single_layer
 
 __all__ = [
+    "check_module_step", "module_step_checkable",
     "Contract", "StateSpec", "Layer", "Shared", "Cells", "Trace", "CellParam", "Signal", "Weight", "Fixed", "Scalar",
     "SampleScalar", "Checkable",
     "SIGNAL_KINDS", "BATCH_MODES", "check", "Report", "Violation", "CheckerError", "draw_state", "forbidden_groups",
