@@ -8,3 +8,9 @@ from pathlib import Path
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not os.environ.get("NEUROLEARN_DATA") and (_SHARED / "mnist").is_dir():
     os.environ["NEUROLEARN_DATA"] = str(_SHARED)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per test worker: `pytest -n 2` on two cores would otherwise oversubscribe them
+    import torch
+
+    torch.set_num_threads(1)
