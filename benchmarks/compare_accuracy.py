@@ -25,9 +25,17 @@ import time
 from pathlib import Path
 
 import torch
-
-from bench_training import (SETUPS, direct_accuracy, epoch_batches, fit_epochs, layers_of, load_mnist, make_trainer,
-                            prepare, responses_of)
+from bench_training import (
+    SETUPS,
+    direct_accuracy,
+    epoch_batches,
+    fit_epochs,
+    layers_of,
+    load_mnist,
+    make_trainer,
+    prepare,
+    responses_of,
+)
 
 
 def accuracy_side_by_side(reference: str, setup: str = "ep1", epochs: int = 1, seed: int = 0,

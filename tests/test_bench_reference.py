@@ -16,9 +16,9 @@ import torch
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import bench_training  # noqa: E402
-import compare_accuracy  # noqa: E402
-import reference_liu  # noqa: E402
+import bench_training
+import compare_accuracy
+import reference_liu
 
 LIU = os.environ.get("NEUROLEARN_LIU_REFERENCE")
 needs_liu = pytest.mark.skipif(not LIU, reason="NEUROLEARN_LIU_REFERENCE does not name the authors' checkout")
@@ -91,9 +91,9 @@ def test_stub_names_itself_when_reached():
     m = reference_liu._stub("somepkg", "not installed", kept=1)
     assert m.kept == 1
     with pytest.raises(RuntimeError, match=r"somepkg\.read_csv: stubbed"):
-        m.read_csv
+        _ = m.read_csv
     with pytest.raises(AttributeError):
-        m.__path__
+        _ = m.__path__
 
 
 def test_median_range():
@@ -145,3 +145,24 @@ def test_set_weights_rejects_wrong_shapes():
     theirs = reference_liu.Reference(LIU, "bp1", seed=0)
     with pytest.raises(ValueError, match="do not match"):
         theirs.set_weights([(torch.zeros(10, 784), torch.zeros(10))])
+
+
+def test_table_columns_stay_apart_with_wide_numbers(capsys):
+    wide = bench_training.median_range([178.404, 110.53, 328.859])
+    row = {"setup": "ep2", "samples": 320, "s_per_1000": wide, "first_epoch_s_per_1000": wide,
+           "reference_s_per_1000": wide, "ratio_reference_over_ours": 1.0,
+           "ratio_per_repeat": bench_training.median_range([1.0]), "ratio_fastest": 1.0, "gflops": 1.0,
+           "fraction_of_peak": 0.1}
+    bench_training.print_table([row], 100.0, reference=True)
+    line = capsys.readouterr().out.splitlines()[3]
+    assert "178.404 110.530-328.859" in " ".join(line.split())
+    assert line.split()[:4] == ["ep2", "320", "178.404", "110.530-328.859"]
+
+
+def test_table_without_reference_has_no_authors_column(capsys):
+    one = bench_training.median_range([0.05])
+    row = {"setup": "bp1", "samples": 10, "s_per_1000": one, "first_epoch_s_per_1000": one, "gflops": 1.0,
+           "fraction_of_peak": 0.1}
+    bench_training.print_table([row], 100.0, reference=False)
+    out = capsys.readouterr().out
+    assert "theirs" not in out and "bp1" in out
