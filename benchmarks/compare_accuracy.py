@@ -1,0 +1,119 @@
+"""Accuracy side by side with the authors' code (issue 14): both implementations trained in one process on
+the same samples in the same batch order, by default from the same initial weights, with the
+direct-association test accuracy of each after every epoch.
+
+Per epoch ``e``: neurolearn's trainer runs epoch ``e`` (its batches: ``batch_indices(n, batch, seed, e)``),
+then the authors' epoch function (``reference_liu.Reference``) runs on the same index batches in the same
+order; each network's responses on the training samples assign classes to its output cells and its
+responses on the official 10k test set are scored ("av" and "max", Liu et al. 2024 section 2.2.1, with
+:func:`neurolearn.eval.association.direct_association_accuracy` for both). Learning-rate schedules: each
+implementation's own linear decay over ``--schedule-epochs`` (default: the configuration's 100 epochs for
+EP, 200 for BP) -- ours to ``--our-final-lr-factor`` (the recipes: 5e-4), theirs to their configuration's
+end factor (1e-3 EP, 5e-4 BP) -- so a short run follows the start of the full schedule. Random dropout
+masks and beta signs come from each implementation's own random stream.
+
+    python benchmarks/compare_accuracy.py --reference /path/to/unsupervised-target [--setup ep1] [--epochs 2]
+        [--samples N] [--seed 0] [--different-init] [--out benchmarks/results/accuracy_side_by_side.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from bench_training import (
+    SETUPS,
+    direct_accuracy,
+    epoch_batches,
+    fit_epochs,
+    layers_of,
+    load_mnist,
+    make_trainer,
+    prepare,
+    responses_of,
+)
+
+
+def accuracy_side_by_side(reference: str, setup: str = "ep1", epochs: int = 1, seed: int = 0,
+                          samples: int | None = None, same_init: bool = True, data: str | None = None,
+                          schedule_epochs: int | None = None, our_final_lr_factor: float = 5e-4,
+                          log=print) -> list[dict]:
+    """Train neurolearn and the authors' code (checkout at ``reference``) for ``epochs`` epochs on the first
+    ``samples`` MNIST training images (all by default) in the same batch order; return one dict per epoch
+    with each implementation's direct-association test accuracy ("av", "max") and training seconds."""
+    from reference_liu import Reference, load
+
+    if setup not in SETUPS:
+        raise ValueError(f"setup must be one of {', '.join(SETUPS)}, got {setup!r}")
+    for name, v in (("epochs", epochs), ("samples", 1 if samples is None else samples)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not 0.0 <= our_final_lr_factor <= 1.0:
+        raise ValueError(f"our_final_lr_factor must be in [0, 1], got {our_final_lr_factor}")
+    load(reference)  # a clear error (naming the missing file) before any work
+    cfg = SETUPS[setup]
+    plan = schedule_epochs or cfg["epochs"]
+    if plan < epochs:
+        raise ValueError(f"schedule_epochs ({plan}) must be at least epochs ({epochs})")
+    ds = load_mnist(data)
+    x, y = ds.x_train[:samples], ds.y_train[:samples]
+    ours = make_trainer(setup, cfg, seed, schedule="linear", final_lr_factor=our_final_lr_factor, epochs_plan=plan)
+    theirs = Reference(reference, cfg["reference"], seed=seed, schedule_epochs=plan,
+                       init_weights=layers_of(ours) if same_init else None)
+    rows = []
+    for e in range(epochs):
+        t_ours = fit_epochs(ours, x, e + 1)
+        batches = [x[idx] for idx in epoch_batches(x.shape[0], cfg["batch"], seed, e)]
+        t0 = time.perf_counter()
+        theirs.fit_epoch(batches)
+        t_theirs = time.perf_counter() - t0
+        acc_ours = direct_accuracy(responses_of(ours, x), y, responses_of(ours, ds.x_test), ds.y_test, ds.n_classes)
+        acc_theirs = direct_accuracy(theirs.responses(x), y, theirs.responses(ds.x_test), ds.y_test, ds.n_classes)
+        row = {"epoch": e + 1, "ours": acc_ours, "theirs": acc_theirs, "ours_train_s": t_ours, "theirs_train_s": t_theirs}
+        rows.append(row)
+        log(f"epoch {e + 1:>3}  ours av {100 * acc_ours['av']:6.2f}%  max {100 * acc_ours['max']:6.2f}%  "
+            f"({t_ours:6.1f} s)   theirs av {100 * acc_theirs['av']:6.2f}%  max {100 * acc_theirs['max']:6.2f}%  "
+            f"({t_theirs:6.1f} s)")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reference", required=True, metavar="PATH",
+                    help="checkout of github.com/neurophysics-cnrsthales/unsupervised-target (called, never copied)")
+    ap.add_argument("--setup", default="ep1", choices=list(SETUPS))
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=None, help="training samples (default: all 10,000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--different-init", action="store_true",
+                    help="each implementation draws its own initial weights (default: theirs start from ours)")
+    ap.add_argument("--schedule-epochs", type=int, default=None,
+                    help="epochs of the linear learning-rate decay (default: the configuration's)")
+    ap.add_argument("--our-final-lr-factor", type=float, default=5e-4)
+    ap.add_argument("--data", help="MNIST folder (default: located like recipes with source = 'mnist')")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default="benchmarks/results/accuracy_side_by_side.json")
+    args = ap.parse_args(argv)
+    prepare(ap, args.reference, args.threads)
+    try:
+        rows = accuracy_side_by_side(args.reference, args.setup, args.epochs, args.seed, args.samples,
+                                     not args.different_init, args.data, args.schedule_epochs,
+                                     args.our_final_lr_factor)
+    except ValueError as e:
+        ap.error(str(e))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"setup": args.setup, "seed": args.seed, "samples": args.samples,
+                               "same_init": not args.different_init, "threads": torch.get_num_threads(),
+                               "command": "python benchmarks/compare_accuracy.py " + " ".join(argv or sys.argv[1:]),
+                               "epochs": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
