@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     b2m.rates(xb, args.steps)
     b2_s = (time.perf_counter() - t0) / xb.shape[0]
     res = {"steps": args.steps, "peak_gflops": peak, "snntorch_examples_per_s": x.shape[0] / snn_s,
-           "snntorch_gflops": gflops, "rate_direct_av": rate_acc, "snntorch_direct_av": snn_acc, "brian2_s_per_example": b2_s, "brian2_target": args.target,
+           "snntorch_gflops": gflops, "rate_direct_av": rate_acc, "snntorch_direct_av": snn_acc, "brian2_s_per_example": b2_s,
+           "brian2_target": args.target,
            "brian2_copies": args.copies, "brian2_build_and_compile_s": build_s,
            "diehl_cook_s_per_example": DIEHL_COOK_S_PER_EXAMPLE}
     print(f"matrix-multiply peak (float32, 2048^3): {peak:.1f} GFLOP/s")

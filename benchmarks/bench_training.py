@@ -17,7 +17,8 @@ authors' ``ep2``. Reported: the median and range over the repeats, the ratio of 
 "theirs / ours" (with the range of the per-repeat ratios) and the ratio of the fastest runs ("fastest":
 on a busy machine, the least disturbed run of each). Without ``--reference`` the authors' columns
 are absent. The 1-minute load average before and after is recorded; a warning is printed when it
-exceeds the number of cores (other processes then shared them and the timings are unreliable). The *baseline* is the same algorithm written the straightforward way in PyTorch (autograd
+exceeds the number of cores (other processes then shared them and the timings are unreliable).
+The *baseline* is the same algorithm written the straightforward way in PyTorch (autograd
 ``loss.backward()`` + ``optimizer.step()`` for BP; every Euler step of EP recomputing all drives, dense
 outer products per phase), timed on ``--baseline-samples`` samples. The float32 matrix-multiply peak
 (2048^3) is measured in the same run, and the achieved GFLOP/s of the algorithm's nominal work is
@@ -148,13 +149,13 @@ def matmul_peak(n: int = 2048, seconds: float = 2.0) -> float:
 
 def nominal_flops_per_sample(name: str, cfg: dict, credit=None) -> float:
     """FLOPs of the algorithm per sample: forward and weight-update GEMMs (and relaxation steps: for
-    the alternating solver, the sweeps it used per batch on average, read from ``credit.solver_stats``)."""
+    the alternating solver, the sweeps it used per batch on average, read from the trainer's credit state)."""
     s = cfg["sizes"]
     if name.startswith("bp"):
         fwd = sum(2 * a * b for a, b in itertools.pairwise(s))
         back = sum(2 * a * b for a, b in itertools.pairwise(s[1:]))  # error through W_{l+1}^T
         return 2 * fwd + back
-    ep = credit if credit is not None else make_credit(cfg["credit"])
+    ep = credit if credit is not None else make_credit(cfg["credit"])  # a trainer or a credit method
     drive = 2 * s[0] * s[1]
     if len(s) == 2:
         return drive + 2 * s[0] * s[1]
@@ -163,9 +164,14 @@ def nominal_flops_per_sample(name: str, cfg: dict, credit=None) -> float:
     return drive + per_step * steps_per_batch(ep) + update
 
 
-def steps_per_batch(ep) -> float:
-    """Relaxation steps (Euler steps or alternating sweeps) per training batch, both phases."""
-    st = ep.solver_stats
+def steps_per_batch(trainer_or_credit) -> float:
+    """Relaxation steps (Euler steps or alternating sweeps) per training batch, both phases (the solver's
+    counts are the credit method's state in the trainer, ``credit_state["solver"]``)."""
+    if hasattr(trainer_or_credit, "credit_state"):
+        ep, st = trainer_or_credit.credit, trainer_or_credit.credit_state.get("solver", {})
+    else:
+        ep, st = trainer_or_credit, {}
+    st = {k: st.get(k, 0) for k in ("free_sweeps", "free_solves", "nudged_sweeps", "nudged_solves")}
     free = st["free_sweeps"] / st["free_solves"] if ep.free_solver == "alternating" and st["free_solves"] else ep.free_steps
     nudged = (st["nudged_sweeps"] / st["nudged_solves"] if ep.nudged_solver == "alternating" and st["nudged_solves"]
               else ep.nudged_steps)
@@ -179,7 +185,7 @@ def time_neurolearn(name, cfg, x, seed=0, warmup_epochs=1):
     fit_epochs(make_trainer(name, cfg, seed), x[: 3 * cfg["batch"]], 1)
     trainer = make_trainer(name, cfg, seed)
     seconds = [fit_epochs(trainer, x, epoch) for epoch in range(1, 2 + warmup_epochs)]
-    return seconds[-1], seconds[0], trainer.credit
+    return seconds[-1], seconds[0], trainer
 
 
 def time_reference(path, cfg, x, seed=0, epoch=0):

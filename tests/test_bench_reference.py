@@ -16,9 +16,9 @@ import torch
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import bench_training
-import compare_accuracy
-import reference_liu
+import bench_training  # noqa: E402  (benchmarks/ is not a package: put on the path first)
+import compare_accuracy  # noqa: E402
+import reference_liu  # noqa: E402
 
 LIU = os.environ.get("NEUROLEARN_LIU_REFERENCE")
 needs_liu = pytest.mark.skipif(not LIU, reason="NEUROLEARN_LIU_REFERENCE does not name the authors' checkout")
