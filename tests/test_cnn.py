@@ -97,7 +97,7 @@ def test_backprop_step_on_a_conv_network_is_the_mse_gradient():
     ((y - d) ** 2).mean().backward()
     lr = 0.5
     Trainer(net, SelfDefinedTarget(k=1, gamma=1.0), Backprop(),
-            dict(epochs=1, batch_size=16, optimizer="sgd", lr=lr, schedule="none"), progress=False).fit(x)
+            {"epochs": 1, "batch_size": 16, "optimizer": "sgd", "lr": lr, "schedule": "none"}, progress=False).fit(x)
     for p0, p, q in zip(before, net.parameters(), ref.parameters()):
         assert torch.allclose(p, p0 - lr * q.grad, atol=1e-6)
     assert not torch.allclose(net.layers[0].weight, before[0], atol=1e-6)  # the conv layer did learn
@@ -113,7 +113,7 @@ def test_trainer_changes_conv_weights_by_lr(lr, moves):
     net = _tiny_net(seed=5, dropout=(0.1, 0.2, 0.3))
     w0 = net.layers[0].weight.detach().clone()
     tr = Trainer(net, SelfDefinedTarget(k=1, gamma=1.0), Backprop(),
-                 dict(epochs=2, batch_size=16, optimizer="adam", lr=lr, schedule="none"), progress=False)
+                 {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": lr, "schedule": "none"}, progress=False)
     tr.fit(x)
     assert tr.epoch == 2 and all(torch.isfinite(p).all() for p in net.parameters())
     change = (net.layers[0].weight - w0).abs().max().item()
@@ -169,8 +169,8 @@ def test_pruned_conv_weights_stay_zero(optimizer):
     assert torch.all(conv.weight[removed] == 0) and torch.all(conv.weight[~removed] != 0)
     w0 = conv.weight.detach().clone()
     Trainer(net, SelfDefinedTarget(k=1, gamma=1.0), Backprop(),
-            dict(epochs=2, batch_size=16, optimizer=optimizer, lr=1e-2 if optimizer == "adam" else 1.0,
-                 schedule="none"), progress=False).fit(torch.rand(64, 64))
+            {"epochs": 2, "batch_size": 16, "optimizer": optimizer,
+             "lr": 1e-2 if optimizer == "adam" else 1.0, "schedule": "none"}, progress=False).fit(torch.rand(64, 64))
     assert torch.all(conv.weight[removed] == 0)
     assert (conv.weight[~removed] - w0[~removed]).abs().max() > 1e-4
     # the same seed without pruning: a plain convolution, with the dense layer drawn identically

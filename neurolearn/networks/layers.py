@@ -146,7 +146,7 @@ class PrunedConv2d(nn.Conv2d):
     def prune(self, fraction: float, generator: torch.Generator | None = None) -> None:
         """Remove ``round(fraction * n)`` of the ``n`` kernel weights, chosen uniformly at random."""
         n = self.weight.numel()
-        drop = torch.randperm(n, generator=generator)[: int(round(fraction * n))]
+        drop = torch.randperm(n, generator=generator)[: round(fraction * n)]
         mask = torch.ones(n)
         mask[drop] = 0.0
         with torch.no_grad():
