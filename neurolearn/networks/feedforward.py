@@ -7,7 +7,8 @@
 ReLU hidden, hardsigmoid ``clamp(u, 0, 1)`` output for backprop; hardsigmoid everywhere for equilibrium
 propagation, whose bidirectional dynamics read the same weights, :mod:`neurolearn.networks.bidirectional`).
 A dense layer after a map reads it flattened. Initialisation as the authors' code: xavier-uniform with
-gain 0.5 (``init_gain``), zero biases.
+gain 0.5 (``init_gain``), zero biases; then conv layers with ``prune > 0`` lose that fraction of their
+kernel weights at random (Liu et al. 2024 Sec. 6.6.2; the removed weights stay zero in training).
 
 Dropout, per population of cells (input, hidden..., output), as in the paper: ordinary (scaled)
 dropout on the input and hidden cells; on the output an *unscaled* Bernoulli(1 - p) mask that the
@@ -30,7 +31,7 @@ from torch import nn
 from .._validate import ParameterError, check_choice, check_float, check_int
 from ..describe import Description, lookup, param, register
 from .activations import ACTIVATIONS, activation
-from .layers import Conv, Dense, ops
+from .layers import Conv, Dense, PrunedConv2d, ops
 
 
 def keep_mask(shape, keep: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -126,6 +127,9 @@ class FeedForward(nn.Module):
                 layer.weight.uniform_(-bound, bound, generator=gen)
                 if layer.bias is not None:
                     layer.bias.zero_()
+            for d, layer in zip(self.descriptions, self.layers):  # after every weight: dense draws unchanged
+                if isinstance(layer, PrunedConv2d):
+                    layer.prune(d.prune, gen)
 
     # ------------------------------------------------------------------ structure
     @property
