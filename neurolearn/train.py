@@ -105,7 +105,11 @@ def make_optimizer(net, config: TrainingConfig) -> torch.optim.Optimizer:
     groups = [{"params": list(layer.parameters()), "lr": lr, "base_lr": lr} for layer, lr in zip(net.layers, lrs)]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lrs[0])
-    return torch.optim.Adam(groups, lr=lrs[0])
+    params = [p for g in groups for p in g["params"]]
+    # the fused Adam kernel (same update up to rounding) is 7x faster than the for-loop one on the CPU for
+    # a large layer (18.8M weights: measured in docs/results.md); it takes floating-point CPU/CUDA tensors
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(groups, lr=lrs[0], fused=fused)
 
 
 def lr_factor(epoch: int, config: TrainingConfig) -> float:
