@@ -71,7 +71,7 @@ def _range_text(low, high, low_closed, high_closed) -> str:
     if low is None and high is None:
         return ""
     if high is None:
-        return f" {'>=' if low_closed else '>'} {low}"
+        return f" {'>=' if low_closed else '>'} {low:g}"
     if low is None:
-        return f" {'<=' if high_closed else '<'} {high}"
-    return f" in {'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+        return f" {'<=' if high_closed else '<'} {high:g}"
+    return f" in {'[' if low_closed else '('}{low:g}, {high:g}{']' if high_closed else ')'}"

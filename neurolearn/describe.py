@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
-from ._validate import ParameterError
+from ._validate import ParameterError, _range_text
 
 #: the kinds of registered descriptions
 KINDS = ("objective", "credit", "rule", "network", "layer", "circuit")
@@ -132,16 +132,6 @@ class Param:
                 self.high is not None and (v > self.high or (self.high_open and v == self.high))):
             raise bad
         return v
-
-
-def _range_text(low, high, low_closed, high_closed) -> str:
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f" {'>=' if low_closed else '>'} {low:g}"
-    if low is None:
-        return f" {'<=' if high_closed else '<'} {high:g}"
-    return f" in {'[' if low_closed else '('}{low:g}, {high:g}{']' if high_closed else ')'}"
 
 
 def param(default, kind: str | None = None, *, low=None, high=None, low_open=False, high_open=False,

@@ -15,6 +15,7 @@ the locality of the training step and of the objective's circuits (the checker,
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +31,17 @@ from .eval.linear import linear_probe
 from .eval.plots import receptive_fields_png
 from .runs import LOCK_NAME, RunFolderError, _holder_alive, RunLock, check_writable, read_lock, save_tensors, write_json, write_text
 from .train import Trainer
+
+
+def _check_recorded_data(folder: Path, record: dict, what: str) -> None:
+    """A :class:`DataError` if ``folder/data.json`` records other data files than ``record`` (none recorded: fine)."""
+    path = folder / "data.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old.get("files") != record["files"]:
+        raise DataError(f"{what}: the data differ from what {folder} was trained on "
+                        f"(recorded in {path}: {old.get('folder')}; now {record['folder']})")
 
 
 def _holder_text(info: dict) -> str:
@@ -143,8 +155,6 @@ def resume_recipe(out_dir: str | Path, recipe_arg: str | None = None, overrides:
     that differs from it is an error naming the differing keys -- except a larger ``[training] epochs``,
     which extends the run (the learning-rate schedule is then recomputed over the new total from the
     resumed epoch on, so an extended run is not the same as one started with the larger count)."""
-    import json
-
     out_dir = Path(out_dir)
     saved_path = out_dir / "recipe.toml"
     if not saved_path.exists():
@@ -221,20 +231,12 @@ class Run:
         t0 = time.perf_counter()
         ds = dataset if dataset is not None else load_recipe_data(recipe)
         record = None if dataset is not None else data_record(recipe["data"]["source"])
-        if resume and record is not None and (out_dir / "data.json").exists():
-            import json
-
-            old = json.loads((out_dir / "data.json").read_text())
-            if old.get("files") != record["files"]:
-                raise DataError(f"--resume: the data differ from what {out_dir} was trained on "
-                                f"(recorded in {out_dir / 'data.json'}: {old.get('folder')}; now {record['folder']})")
+        if resume and record is not None:
+            _check_recorded_data(out_dir, record, "--resume")
         log(f"data {ds.name}: {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test "
             f"({time.perf_counter() - t0:.1f} s)")
-        shape = tuple(ds.image_shape) if len(ds.image_shape) != 1 else (ds.n_features,)
-        if recipe["network"].get("type") == "feedforward" and len(shape) == 2:
-            shape = (1,) + shape  # one channel
         try:
-            net = parts["network"].build(shape, seed=recipe["seed"])
+            net = parts["network"].build(tuple(ds.image_shape), seed=recipe["seed"])
         except ParameterError as e:
             raise SetupError(f"[network] {e}") from None
         objective, credit = parts["objective"], parts["credit"]
@@ -381,8 +383,6 @@ class Run:
 def load_run(run_dir: str | Path):
     """A finished run rebuilt from its folder: ``(recipe, dataset, net, objective, credit, objective state)``
     with the trained weights of ``weights.safetensors`` (the data must still match ``data.json``)."""
-    import json
-
     from .runs import load_tensors
 
     run_dir = Path(run_dir)
@@ -391,16 +391,9 @@ def load_run(run_dir: str | Path):
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     recipe = recipes.resolve((run_dir / "recipe.toml").read_text(), str(run_dir / "recipe.toml"))
     ds = load_recipe_data(recipe)
-    if (run_dir / "data.json").exists():
-        old = json.loads((run_dir / "data.json").read_text())
-        now = data_record(recipe["data"]["source"])
-        if old.get("files") != now["files"]:
-            raise DataError(f"{run_dir}: the data differ from what the run was trained on (data.json)")
-    shape = tuple(ds.image_shape) if len(ds.image_shape) != 1 else (ds.n_features,)
-    if recipe["network"].get("type") == "feedforward" and len(shape) == 2:
-        shape = (1,) + shape
+    _check_recorded_data(run_dir, data_record(recipe["data"]["source"]), "compare")
     parts = recipes.describe_recipe(recipe)
-    net = parts["network"].build(shape, seed=recipe["seed"])
+    net = parts["network"].build(tuple(ds.image_shape), seed=recipe["seed"])
     objective, credit = parts["objective"], parts["credit"]
     w = load_tensors(run_dir / "weights.safetensors")
     try:

@@ -213,7 +213,6 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
     base = Path(label).parent if Path(label).is_file() else None
     header = Header(**{**header.values(), "plugins": load_plugins(header.plugins, base)})
     out: dict = header.values()
-    out["plugins"] = list(header.plugins)
     for section in sections():
         given = dict(raw.get(section, {}))
         circuits = given.pop("circuits", None)

@@ -37,8 +37,6 @@ from .engine import NonFiniteLoss, select_executor
 from .rng import named_generator
 from .runs import checkpoint_exists, load_checkpoint_files, save_checkpoint_files
 
-CHECKPOINT = "checkpoint.safetensors"
-CHECKPOINT_INFO = "checkpoint.json"
 
 
 @dataclass(frozen=True)

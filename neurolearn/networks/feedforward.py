@@ -233,10 +233,8 @@ class FeedForward(nn.Module):
 
     def drop(self, h: torch.Tensor, pop: int, generator) -> torch.Tensor:
         """``h`` times the scaled dropout mask of population ``pop`` (unchanged when ``p = 0``)."""
-        p = self.dropout[pop]
-        if p == 0:
-            return h
-        return h * keep_mask(h.shape, 1 - p, generator, h.device) * (1.0 / (1 - p))
+        m = self.dropout_mask(h, pop, generator)
+        return h if m is None else h * m
 
     _drop = drop  # the former private name
 
@@ -345,6 +343,9 @@ class FeedForwardNetwork(Description):
         return len(self.layers)
 
     def build(self, input_shape: tuple, seed: int | None = None) -> FeedForward:
-        """The network for inputs of ``input_shape``."""
+        """The network for inputs of ``input_shape`` (an image ``(height, width)`` is one channel)."""
+        input_shape = tuple(input_shape)
+        if len(input_shape) == 2:
+            input_shape = (1,) + input_shape
         return FeedForward(input_shape, self.layers, self.hidden_activation, self.output_activation, self.dropout,
                            self.init_gain, seed)

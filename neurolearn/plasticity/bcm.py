@@ -56,13 +56,7 @@ class BCM(EquationRule, Description):
 
     EQUATIONS = EQUATIONS
 
-    def namespace(self) -> dict:
-        """``eta``, ``tau_theta``, ``tau_pre``, ``tau_post`` (s), ``rate_max`` (Hz) as Brian2 quantities."""
-        from ..sim.brian2_kwta import quiet_brian2
-
-        b2 = quiet_brian2()
-        return {"eta": self.eta, "tau_theta": self.tau_theta * b2.second, "rate_max": self.rate_max * b2.Hz,
-                "tau_pre": self.tau_pre * b2.second, "tau_post": self.tau_post * b2.second}
+    UNITS = {"tau_theta": "second", "rate_max": "Hz", "tau_pre": "second", "tau_post": "second"}
 
     def torch_update(self, pre: torch.Tensor, post: torch.Tensor, W: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """``dW = eta sum_b x_b y_b (y_b - theta_b)`` with ``theta`` (batch, n_post) the sliding thresholds."""

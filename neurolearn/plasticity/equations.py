@@ -56,7 +56,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import sympy
 import torch
@@ -660,14 +660,22 @@ class EquationRule:
     contract and Brian2 strings come from the one description."""
 
     EQUATIONS: RuleEquations
+    #: Brian2 unit (attribute name of the ``brian2`` module, e.g. ``"second"``, ``"Hz"``) of each parameter
+    #: that has one; the others are plain numbers
+    UNITS: ClassVar[dict] = {}
 
     def namespace(self) -> dict:
-        """The rule's parameters as Brian2 quantities."""
-        raise NotImplementedError
+        """The rule's parameters (its :func:`~neurolearn.describe.param` fields) as Brian2 quantities, each
+        times its unit in :attr:`UNITS`."""
+        from ..sim.brian2_kwta import quiet_brian2
 
-    @property
+        b2 = quiet_brian2()
+        return {name: getattr(self, name) * getattr(b2, self.UNITS[name]) if name in self.UNITS else getattr(self, name)
+                for name in self.params()}
+
+    @functools.cached_property
     def compiled(self) -> CompiledRule:
-        """The description compiled with :meth:`namespace`."""
+        """The description compiled with :meth:`namespace` (once per rule object: it is frozen)."""
         return self.EQUATIONS.compile(self.namespace())
 
     @property

@@ -33,6 +33,8 @@ as ``k_winners``, for the circuit).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +78,7 @@ class KWTAHebbian(Description):
         b2 = quiet_brian2()
         return {"eta": self.eta, "c": self.c, "w_max": self.c, "rate_max": rate_max * b2.Hz, "tau_pre": tau_pre * b2.second}
 
-    @property
+    @functools.cached_property
     def compiled(self) -> CompiledRule:
         """:data:`EQUATIONS` compiled with :meth:`namespace` (the rate limit does not depend on ``rate_max``, ``tau_pre``)."""
         return EQUATIONS.compile(self.namespace())

@@ -44,10 +44,4 @@ class Oja(EquationRule, Description):
 
     EQUATIONS = EQUATIONS
 
-    def namespace(self) -> dict:
-        """``eta``, ``rate_max`` (Hz), ``tau_pre``, ``tau_post`` (s) as Brian2 quantities."""
-        from ..sim.brian2_kwta import quiet_brian2
-
-        b2 = quiet_brian2()
-        return {"eta": self.eta, "rate_max": self.rate_max * b2.Hz, "tau_pre": self.tau_pre * b2.second,
-                "tau_post": self.tau_post * b2.second}
+    UNITS = {"rate_max": "Hz", "tau_pre": "second", "tau_post": "second"}

@@ -50,11 +50,4 @@ class STDP(EquationRule, Description):
 
     EQUATIONS = EQUATIONS
 
-    def namespace(self) -> dict:
-        """``A_plus``, ``A_minus``, ``w_max``, ``tau_plus``, ``tau_minus`` (s), ``rate_max`` (Hz) as Brian2 quantities."""
-        from ..sim.brian2_kwta import quiet_brian2
-
-        b2 = quiet_brian2()
-        return {"A_plus": self.A_plus, "A_minus": self.A_minus, "w_max": self.w_max,
-                "tau_plus": self.tau_plus * b2.second, "tau_minus": self.tau_minus * b2.second,
-                "rate_max": self.rate_max * b2.Hz}
+    UNITS = {"tau_plus": "second", "tau_minus": "second", "rate_max": "Hz"}
