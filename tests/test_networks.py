@@ -11,23 +11,24 @@ def test_times_derivative_is_grad_times_slope(name):
     """``times_derivative(f, g, u) = g f'(u)``, and f' is autograd's slope of ``f`` (kinks: slope 0)."""
     torch.manual_seed(0)
     u = torch.randn(7, 9) * 2
-    u[0, :3] = torch.tensor([0.0, 1.0, -0.0])  # the kinks of relu and hardsigmoid
+    u[0, :4] = torch.tensor([0.0, 1.0, -0.0, -1.0])  # the kinks of relu, hardsigmoid and hardtanh
     g = torch.randn(7, 9)
     out = times_derivative(name, g, u)
     assert torch.allclose(out, g * activation_derivative(name, u), atol=1e-6)
     v = u.clone().requires_grad_(True)
     f = {"relu": torch.relu, "hardsigmoid": lambda t: torch.nn.functional.hardtanh(t, 0.0, 1.0),
-         "sigmoid": torch.sigmoid, "identity": lambda t: t * 1.0}[name]
+         "sigmoid": torch.sigmoid, "identity": lambda t: t * 1.0, "tanh": torch.tanh,
+         "hardtanh": torch.nn.functional.hardtanh}[name]
     assert torch.allclose(f(v), activation(name, u))
     (grad,) = torch.autograd.grad(f(v), v, g)
     assert torch.allclose(out, grad, atol=1e-6)
-    if name in ("relu", "hardsigmoid"):  # the opposite case: a slope of 1 where the cell is clamped is wrong
+    if name in ("relu", "hardsigmoid", "hardtanh", "tanh"):  # the opposite case: a slope of 1 where the cell is clamped is wrong
         assert not torch.allclose(out, g)
 
 
 def test_times_derivative_rejects_unknown_activation():
     with pytest.raises(ValueError, match="activation must be one of"):
-        times_derivative("tanh", torch.ones(2), torch.ones(2))
+        times_derivative("softsign", torch.ones(2), torch.ones(2))
 
 
 def test_keep_mask_is_bernoulli():

@@ -295,14 +295,14 @@ class BlockedDenseExecutor(Executor):
         credit, objective, net = t.credit, t.objective, t.net
         u = defer.drive(xi)
         if isinstance(credit, Backprop):
-            h = activation(net.output_activation, u)
+            h = activation(net.activation_of(0), u)
             y = h if mask is None else h * mask
             d = objective.decide(y, t.state, mask, labels)
             diff = y - d  # zero where the output is dropped (y and d are both masked)
             flat = diff.view(-1)
             numel = flat.numel()
             loss = torch.dot(flat, flat).item() / numel
-            e = times_derivative(net.output_activation, diff, u)
+            e = times_derivative(net.activation_of(0), diff, u)
             defer.add(Factors(e, xi), 2.0 / numel)  # dL/du = 2/(B n) (y - d) f'(u)
             return loss
         stats = t.credit_state.setdefault("solver", {})

@@ -70,10 +70,12 @@ def check_network(net, owner: str = "EquilibriumProp") -> None:
     """The network must be dense with hardsigmoid cells (no hidden dropout): the bidirectional network."""
     if not getattr(net, "dense_only", True):
         raise ParameterError(f"{owner}: the network must be dense (the bidirectional network has no conv layers)")
-    if net.hidden_activation != "hardsigmoid" and net.n_layers > 1 or net.output_activation != "hardsigmoid":
+    acts = [net.activation_of(l) for l in range(net.n_layers)] if hasattr(net, "activation_of") else \
+        [net.hidden_activation] * (net.n_layers - 1) + [net.output_activation]
+    if any(a != "hardsigmoid" for a in acts):
         raise ParameterError(
             f"{owner}: the network's activations must be 'hardsigmoid' (the bidirectional network), "
-            f"got hidden={net.hidden_activation!r}, output={net.output_activation!r}")
+            f"got {acts} for layers 1..{net.n_layers}")
     if any(p > 0 for p in net.dropout[1:-1]):
         raise ParameterError(f"{owner}: hidden dropout must be 0 (only input and output dropout are defined)")
 

@@ -34,6 +34,10 @@ from .activations import ACTIVATIONS, activation
 from .layers import Conv, Dense, PrunedConv2d, ops
 
 
+#: initialisations of :class:`FeedForward`
+INITS = ("xavier", "torch")
+
+
 def keep_mask(shape, keep: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Bernoulli(``keep``) mask of 0/1 floats, drawn four 16-bit numbers per random 64-bit word.
 
@@ -84,11 +88,15 @@ class FeedForward(nn.Module):
     hidden_activation, output_activation: one of :data:`~neurolearn.networks.activations.ACTIVATIONS`.
     dropout: one probability per population (input, hidden..., output), each in ``[0, 1)``.
     init_gain: gain of the xavier-uniform initialisation. seed: of the initialisation (``None``: global).
+    init: "xavier" (``W ~ U(-a, a)``, ``a = init_gain sqrt(6 / (fan_in + fan_out))``, biases 0) or "torch"
+    (PyTorch's default for ``nn.Linear``/``nn.Conv2d``: ``W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, the
+    initialisation of Tang et al. 2022's code).
+    A layer description's own ``activation`` (when not "") overrides the network's for that layer.
     """
 
     def __init__(self, input_shape: Sequence[int], layers: Sequence, hidden_activation: str = "relu",
                  output_activation: str = "hardsigmoid", dropout: Sequence[float] | None = None,
-                 init_gain: float = 0.5, seed: int | None = None):
+                 init_gain: float = 0.5, seed: int | None = None, init: str = "xavier"):
         super().__init__()
         input_shape = tuple(input_shape)
         if len(input_shape) not in (1, 3):
@@ -118,11 +126,22 @@ class FeedForward(nn.Module):
         self.dropout = tuple(check_float("FeedForward", f"dropout[{i}]", p, 0.0, 1.0, high_open=True)
                              for i, p in enumerate(dropout))
         check_float("FeedForward", "init_gain", init_gain, 0.0, low_open=True)
+        self.init = check_choice("FeedForward", "init", init, INITS)
+        for i, d in enumerate(self.descriptions):
+            act = getattr(d, "activation", "")
+            if act:
+                check_choice("FeedForward", f"layers[{i}].activation", act, ACTIVATIONS)
         self.layers = nn.ModuleList(modules)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.no_grad():
             for layer in self.layers:
                 fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+                if init == "torch":
+                    bound = 1.0 / fan_in ** 0.5
+                    layer.weight.uniform_(-bound, bound, generator=gen)
+                    if layer.bias is not None:
+                        layer.bias.uniform_(-bound, bound, generator=gen)
+                    continue
                 bound = init_gain * (6.0 / (fan_in + fan_out)) ** 0.5
                 layer.weight.uniform_(-bound, bound, generator=gen)
                 if layer.bias is not None:
@@ -143,7 +162,11 @@ class FeedForward(nn.Module):
         return all(isinstance(layer, nn.Linear) for layer in self.layers)
 
     def activation_of(self, l: int) -> str:
-        """Activation name of population ``l + 1`` (the output of layer ``l``)."""
+        """Activation name of population ``l + 1`` (the output of layer ``l``): the layer description's own
+        ``activation`` when set, else the network's output (last layer) or hidden activation."""
+        own = getattr(self.descriptions[l], "activation", "")
+        if own:
+            return own
         return self.output_activation if l == self.n_layers - 1 else self.hidden_activation
 
     def layer_input_shape(self, l: int) -> tuple:
@@ -313,6 +336,8 @@ class FeedForwardNetwork(Description):
     dropout: tuple = param((0.0, 0.0), "floats", low=0.0, high=1.0, high_open=True,
                            help="dropout per population: input, after each layer (output: unscaled mask)")
     init_gain: float = param(0.5, low=0.0, low_open=True, help="xavier-uniform gain")
+    init: str = param("xavier", choices=INITS, help="initialisation: xavier (init_gain, zero biases) or torch "
+                                                    "(PyTorch's default U(+-1/sqrt(fan_in)) on weights and biases)")
 
     def validate(self):
         if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, (list, tuple)) or not self.layers:
@@ -348,4 +373,4 @@ class FeedForwardNetwork(Description):
         if len(input_shape) == 2:
             input_shape = (1,) + input_shape
         return FeedForward(input_shape, self.layers, self.hidden_activation, self.output_activation, self.dropout,
-                           self.init_gain, seed)
+                           self.init_gain, seed, self.init)

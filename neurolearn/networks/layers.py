@@ -29,6 +29,10 @@ from torch import nn
 
 from .._validate import ParameterError
 from ..describe import Description, param, register
+from .activations import ACTIVATIONS
+
+#: a layer's ``activation``: "" takes the network's (hidden or output) activation
+LAYER_ACTIVATIONS = ("",) + ACTIVATIONS
 
 
 @dataclass
@@ -183,6 +187,8 @@ class Dense(Description):
 
     units: int = param(100, low=1, help="number of cells")
     bias: bool = param(True, help="a bias per cell (a synapse from a constant input)")
+    activation: str = param("", choices=LAYER_ACTIVATIONS,
+                            help="this layer's activation ('': the network's hidden or output activation)")
 
     def out_shape(self, in_shape: tuple) -> tuple:
         """``(units,)``."""
@@ -215,6 +221,8 @@ class Conv(Description):
     pool_padding: int = param(0, low=0, help="pooling padding")
     prune: float = param(0.0, low=0.0, high=1.0, high_open=True,
                          help="fraction of kernel weights removed at random at initialisation (they stay zero)")
+    activation: str = param("", choices=LAYER_ACTIVATIONS,
+                            help="this layer's activation ('': the network's hidden or output activation)")
 
     def validate(self):
         if self.pool != "none" and 2 * self.pool_padding > self.pool_kernel:
