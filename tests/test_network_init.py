@@ -1,4 +1,5 @@
-import torch, pytest
+import torch
+import pytest
 from neurolearn.networks import FeedForward
 from neurolearn.networks.layers import Conv, Dense
 from neurolearn._validate import ParameterError
