@@ -248,6 +248,17 @@ def registered(kind: str) -> dict[str, type]:
     return dict(REGISTRY[kind])
 
 
+#: the packages whose every module is imported so that its descriptions register themselves
+BUILTIN_PACKAGES = ("circuits", "credit", "networks", "objectives", "plasticity", "data")
+
+
 def _load_builtins() -> None:
-    """Import the library's own descriptions so that they are registered."""
-    from . import circuits, credit, networks, objectives, plasticity  # noqa: F401
+    """Import every module of the library's description packages, so that each registers what it defines
+    (a new method is one new file: no list to edit)."""
+    import importlib
+    import pkgutil
+
+    for pkg_name in BUILTIN_PACKAGES:
+        pkg = importlib.import_module(f"{__package__}.{pkg_name}")
+        for info in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")

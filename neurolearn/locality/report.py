@@ -23,11 +23,13 @@ from .checker import Report, check
 
 def builtin_checks() -> list:
     """``(factory, n_populations, expected_local, expected_kinds)`` for every built-in rule, credit method and
-    reference whole step (:func:`neurolearn.locality.reference_steps.builtin_steps`)."""
+    reference whole step (:func:`neurolearn.locality.reference_steps.builtin_steps`), then every check a
+    module registered (:func:`neurolearn.locality.catalog.register_check`)."""
     from ..credit import Backprop, EquilibriumProp
     from ..objectives import self_defined_delta_checkable
     from ..circuits import homeostasis_checkable
     from ..plasticity import ContrastiveHebbian, Delta, KWTAHebbian
+    from .catalog import catalog
     from .reference_steps import builtin_steps
 
     return [
@@ -41,7 +43,7 @@ def builtin_checks() -> list:
         (lambda s: Backprop().checkable(s), 3, False, {"weight transport"}),
         (lambda s: EquilibriumProp().checkable(s), 2, True, set()),
         (lambda s: EquilibriumProp().checkable(s), 3, True, set()),
-    ] + builtin_steps()
+    ] + builtin_steps() + [e.as_tuple() for e in catalog()]
 
 
 def run_builtin_checks(seed: int = 0, max_examples: int = 20) -> list[tuple[Report, bool]]:
