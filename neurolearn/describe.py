@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from ._validate import ParameterError, _range_text
 
 #: the kinds of registered descriptions
-KINDS = ("objective", "credit", "rule", "network", "layer", "circuit")
+KINDS = ("objective", "credit", "rule", "network", "layer", "circuit", "view")
 
 REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 

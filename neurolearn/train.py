@@ -278,6 +278,7 @@ class Trainer:
             while self.epoch < epochs:
                 self._set_lr(self.epoch)
                 self.objective.on_epoch_start(self.state)
+                self.credit.on_epoch_start(self.credit_state, self.epoch)
                 good = self._snapshot()
                 bar.set_description(f"training epoch {self.epoch + 1}/{epochs}")
                 t0 = time.perf_counter()

@@ -8,6 +8,7 @@ a frozen, validated description registered under kind ``"credit"``
                                                   checkpointed and restored by the trainer, which
                                                   never looks inside (tensors and JSON-able values)
     check_setup(net, objective, optimizer_name)   reject a combination it cannot train, naming why
+    on_epoch_start(state, epoch)                  before every epoch (schedules over epochs)
     step(net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> {"loss": float}
                                                   one training step on batch x: run the network, ask
                                                   the objective for its error, turn it into one
@@ -37,6 +38,10 @@ class CreditMethod(Description):
     def init_state(self, net, generator: torch.Generator | None = None) -> dict:
         """The method's state for ``net`` (empty by default)."""
         return {}
+
+    def on_epoch_start(self, state: dict, epoch: int) -> None:
+        """Called by the trainer before epoch ``epoch`` (0-based) with the method's state (a schedule over
+        epochs, e.g. greedy layer-wise training, reads the epoch here); nothing by default."""
 
     def check_setup(self, net, objective, optimizer: str = "sgd") -> None:
         """Raise a :class:`~neurolearn._validate.ParameterError` if this method cannot train ``net`` on ``objective``."""
