@@ -206,6 +206,29 @@ def simclr_loss(zA: torch.Tensor, zB: torch.Tensor, tau: float = 0.1) -> torch.T
     return ce[:n].mean() + ce[n:].mean()
 
 
+def simclr_errors(zA: torch.Tensor, zB: torch.Tensor, tau: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`simclr_loss` and its gradient in closed form: with ``u_k = z_k / |z_k|`` (rows of ``cat([zA, zB])``),
+    ``P`` the softmax of ``u_k . u_l / tau`` over ``l != k``, ``Y`` the one-hot positive and ``G = (P - Y) / n``:
+
+        dL/du = (G + G^T) u / tau,      dL/dz_k = (dL/du_k - u_k (u_k . dL/du_k)) / |z_k|
+
+    (``|z_k|`` floored at 1e-12 as ``F.normalize``; below it ``dL/dz_k = dL/du_k / 1e-12``). Returns ``(L, gA, gB)``.
+    """
+    n = zA.shape[0]
+    z = torch.cat([zA, zB]).detach()
+    norm = z.norm(dim=1, keepdim=True)
+    u = z / norm.clamp_min(1e-12)
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (u @ u.T / tau).masked_fill(eye, float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    logp = torch.log_softmax(logits, 1)
+    loss = -logp[torch.arange(2 * n, device=z.device), target].sum() / n
+    G = (logp.exp() - torch.nn.functional.one_hot(target, 2 * n).to(z.dtype)) / n
+    du = (G + G.T) @ u / tau
+    dz = torch.where(norm > 1e-12, (du - u * (u * du).sum(1, keepdim=True)) / norm.clamp_min(1e-12), du / 1e-12)
+    return loss, dz[:n], dz[n:]
+
+
 @register("objective", "simclr")
 @dataclass(frozen=True)
 class SimCLR(PairObjective):
@@ -337,7 +360,7 @@ def simclr_top_checkable(sizes, tau: float = 0.1) -> Checkable:
     ``h`` (``sizes[0]``) and ``z`` (``sizes[1]``), entries ``xA``, ``xB`` (pre activities of views A and B),
     ``zA``, ``zB`` (top activities);
 
-        dW = -(dL/dz^A)^T x^A - (dL/dz^B)^T x^B,      L = simclr_loss(z^A, z^B, tau)
+        dW = -(dL/dz^A)^T x^A - (dL/dz^B)^T x^B,      L = simclr_loss(z^A, z^B, tau)  (gradient: simclr_errors)
 
     The error of a top cell reads every top cell (unit normalisation) and every other sample (the softmax
     over the batch): non-local, even under the most generous contract a hinge circuit is given.
@@ -349,10 +372,7 @@ def simclr_top_checkable(sizes, tau: float = 0.1) -> Checkable:
                         pathways=(HINGE_PATHWAY,))
 
     def fn(s):
-        with torch.enable_grad():
-            zA = s["zA"].detach().requires_grad_(True)
-            zB = s["zB"].detach().requires_grad_(True)
-            gA, gB = torch.autograd.grad(simclr_loss(zA, zB, tau), (zA, zB))
+        _, gA, gB = simclr_errors(s["zA"], s["zB"], tau)
         return {"W": -(gA.T @ s["xA"] + gB.T @ s["xB"])}
 
     return Checkable("SimCLR top layer", spec, {"W": contract}, fn)
