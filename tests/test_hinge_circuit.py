@@ -67,6 +67,33 @@ def test_circuit_delta_is_the_gradient_of_the_hinge_term(case):
         assert torch.allclose(HingeError(m1=m1, m2=m2)(M, z, phase, w).delta, g)
 
 
+@settings(max_examples=60, deadline=None)
+@given(_case(), st.sampled_from([0, 2, 3]), st.sampled_from(["code", "paper"]))
+def test_circuit_presentations_sum_to_the_objectives_closed_form(case, negatives, weighting):
+    """Running the circuit on every (anchor, presentation) pair of a batch (M = z^A_s; positive z^B_s, negatives
+    z^B_t) and summing each B view's deltas gives hinge_errors' gB; minus the sum per anchor gives gA without the
+    block (eq. 4); the presentations' hinge terms sum to its loss (Tang et al. 2022, eqs. 2, 4-6)."""
+    from neurolearn.objectives.contrastive import hinge_errors
+
+    zA, zB, m1, m2, _ = case
+    n = zA.shape[0]
+    K = negatives
+    w = 1.0 if K == 0 or weighting == "paper" else 1.0 / K
+    h = HingeError(m1=m1, m2=m2)
+    gA, gB, loss = torch.zeros_like(zA), torch.zeros_like(zB), 0.0
+    for s_ in range(n):
+        pairs = [(s_, "positive")] + [(t, "negative") for t in (range(s_ + 1, min(s_ + K, n)) if K else
+                                                               [t for t in range(n) if t != s_])]
+        for t, phase in pairs:
+            out = h(zA[s_ : s_ + 1], zB[t : t + 1], phase, w)
+            gB[t] += out.delta[0]
+            gA[s_] -= out.delta[0]
+            loss += float(out.loss)
+    ref_loss, ref_gA, ref_gB = hinge_errors(zA, zB, m1, m2, K or "all", weighting, grad_block=False)
+    assert torch.allclose(gB, ref_gB, atol=1e-12) and torch.allclose(gA, ref_gA, atol=1e-12)
+    assert abs(loss - float(ref_loss)) < 1e-9 * (1 + abs(loss))
+
+
 def test_units_and_graded_option():
     """Each unit is exposed (u = z, v = M, D+-, S, gates, sign); graded sign = D+ - D- = M - z; 1-D input works."""
     M, z = torch.tensor([[1.0, 0.0, -2.0, 0.5]]), torch.tensor([[0.0, 0.0, 1.0, 0.5]])
