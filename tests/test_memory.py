@@ -107,7 +107,7 @@ def test_spiking_memory_holds_the_pattern_for_one_plus_K_presentations():
     from neurolearn.sim.brian2_memory import recovery, spiking_memory
 
     mem = ShortTermMemory(retention=0.5, recurrence=1.0)
-    out = spiking_memory(PATTERNS, mem, hold=3, pool=10, reset=True)
+    out = spiking_memory(PATTERNS, mem, hold=3, pool=10, dt=2e-4, reset=True)
     assert recovered(PATTERNS, out["last"]), recovery(PATTERNS, out["last"])
     for window in out["decoded"][1:4]:
         assert recovered(PATTERNS, window)
@@ -121,7 +121,7 @@ def test_spiking_memory_without_recurrence_does_not_hold():
     from neurolearn.sim.brian2_memory import recovery, spiking_memory
 
     mem = ShortTermMemory(retention=0.5, recurrence=0.0)
-    out = spiking_memory(PATTERNS, mem, hold=3, pool=10)
+    out = spiking_memory(PATTERNS, mem, hold=3, pool=10, dt=2e-4)
     corr, gain = recovery(PATTERNS, out["decoded"][0])      # it was written: driven at a r_0 / (1 - exp(-T / tau_s))
     assert corr > 0.98 and abs(gain - 1 / (1 - math.exp(-1 / mem.retention))) < 0.05
     assert not recovered(PATTERNS, out["last"]), recovery(PATTERNS, out["last"])
@@ -136,7 +136,7 @@ def test_spiking_memory_decays_like_the_rate_form():
 
     w, hold = 0.8, 3
     mem = ShortTermMemory(retention=0.5, recurrence=w)
-    out = spiking_memory(PATTERNS, mem, hold=hold, pool=10)
+    out = spiking_memory(PATTERNS, mem, hold=hold, pool=10, dt=2e-4)
     lam = (1 - w) / mem.retention                           # per presentation
     for k in range(1, hold + 1):
         expected = w * math.exp(-lam * (k - 1)) * (1 - math.exp(-lam)) / lam

@@ -120,7 +120,7 @@ def plot_spiking(path):
     axes[0].legend(fontsize=6, ncol=4, loc="upper right")
     ts, ids = out["trace"]["diff"]
     for i in range(4):
-        for sgn, off in ((0, 0), (1, 4)):
+        for off in (0, 4):
             sel = ids == i + off
             axes[1].plot(ts[sel] / Tp, np.full(sel.sum(), i + off), "|", color=COLORS[i], ms=4)
     axes[1].set_yticks(range(8), [f"D+_{i}" for i in range(4)] + [f"D-_{i}" for i in range(4)], fontsize=6)
