@@ -1,6 +1,7 @@
 """Pair objectives against their equations: Tang et al. 2022's contrastive hinge (eqs. 2, 4-7), SimCLR (eq. 1),
 CLAPP with deformations (METHODS.md 3.5); their top-layer locality verdicts; recipe keys; a short training run."""
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from neurolearn import recipe as recipes
 from neurolearn._validate import ParameterError
 from neurolearn.credit import Backprop
 from neurolearn.data import load_digits
-from neurolearn.locality import check
+from neurolearn.locality import Contract, check
 from neurolearn.locality.report import builtin_checks
 from neurolearn.networks.feedforward import FeedForward
 from neurolearn.networks.layers import Conv, Dense
@@ -224,6 +225,16 @@ def test_hinge_top_layer_is_local_with_the_circuit_gate():
         assert r.local, str(r)
 
 
+def test_hinge_top_layer_with_the_error_from_the_circuit():
+    """The per-cell error as a signal of the declared pathway "hinge error": local; the same update under a
+    contract that does not declare the pathway is not (the opposite case)."""
+    ch = hinge_top_checkable([3, 2], sign="circuit")
+    assert check(ch, max_examples=6, time_budget_s=5).local
+    bare = Contract("no pathway", allows={"pre", "post", "trace", "global_scalar"})
+    r = check(dataclasses.replace(ch, contracts={"W": bare}), max_examples=6, time_budget_s=5)
+    assert not r.local and "undeclared pathway 'hinge error'" in r.kinds
+
+
 def test_hinge_top_layer_with_the_gate_computed_in_the_update_is_not_local():
     """The opposite case: the gate computed from every top cell, not delivered by the circuit."""
     r = check(lambda s: hinge_top_checkable(s, gate="computed"), n_populations=2, max_examples=8, time_budget_s=8)
@@ -275,3 +286,20 @@ def test_training_with_the_hinge_lowers_its_loss():
             seed=0, progress=False).fit(x)
     after = held_out_loss()
     assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_objectives_on_cuda_equal_cpu():
+    zA, zB = _one_case()
+    for negatives in NEGATIVES:
+        for a, b in zip(hinge_errors(zA.cuda(), zB.cuda(), 1.0, 1.5, negatives, "code", False),
+                        hinge_errors(zA, zB, 1.0, 1.5, negatives, "code", False)):
+            assert torch.allclose(a.cpu(), b)
+    y = torch.cat([zA, zB])
+    assert torch.allclose(SimCLR().error(y.cuda(), None).grad.cpu(), SimCLR().error(y, None).grad)
+    obj = CLAPP()
+    sc, sg = obj.init_state(4), obj.init_state(4).cuda()
+    assert torch.allclose(obj.error(y.cuda(), sg).grad.cpu(), obj.error(y, sc).grad)
+    assert torch.allclose(sg.W.cpu(), sc.W)
+    xx, _ = ContrastiveHinge().present(torch.rand(3, 1, 8, 8).cuda(), None, torch.Generator().manual_seed(0))
+    assert xx.device.type == "cuda" and xx.shape == (6, 1, 8, 8)

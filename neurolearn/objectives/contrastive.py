@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .._validate import ParameterError
 from ..describe import lookup, param, register
 from ..locality.catalog import register_check
-from ..locality.contract import Cells, Checkable, Contract, Layer, SampleScalar, StateSpec, Trace
+from ..locality.contract import Cells, Checkable, Contract, Layer, SampleScalar, Signal, StateSpec, Trace
 from .base import Objective, OutputError
 
 #: the neighbour weightings of the "K negatives" hinge: the code's 1/K or the paper's 1 (ambiguity A1)
@@ -315,7 +315,7 @@ class CLAPP(PairObjective):
 
 
 # ----------------------------------------------------------------------------- locality (METHODS.md section 8)
-def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -> Checkable:
+def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit", sign: str = "memory") -> Checkable:
     """The contrastive hinge's top-layer update, one presentation per sample (Tang et al. 2022, eqs. 3 and 7).
 
     Populations ``h`` (``sizes[0]`` cells below the top layer) and ``z`` (``sizes[1]`` top cells). Per sample
@@ -330,13 +330,20 @@ def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -
         dW_ij = sum_b g_b sgn(M_bi - z_bi) (x_bj - x^A_bj)              (no block, eq. 3: x^A a replayed trace of h)
 
     (``-eta delta_i x_j`` with ``delta^B_i = -G_pos sgn(z^A_i - z^B_i)``, ``delta^Bt_i = w G_neg sgn(...)``.)
+    ``sign="memory"`` computes ``sgn(M_i - z_i)`` in the update from the cell's own trace and activity (so the
+    checker sees that it reads nothing else); ``sign="circuit"`` takes it as the signal ``e_i`` the hinge
+    circuit delivers to cell ``i`` through the pathway ``"hinge error"`` (``Signal``).
     ``gate="circuit"`` takes ``g_b`` from the circuit (local); ``gate="computed"`` computes the gate in the
     update from all top cells, ``1[||M - z||_1 > 1]`` (the opposite case: depends on other cells).
     """
     n_pre, n_out = int(sizes[0]), int(sizes[1])
     if gate not in ("circuit", "computed"):
         raise ParameterError(f"hinge_top_checkable: gate must be 'circuit' or 'computed', got {gate!r}")
+    if sign not in ("memory", "circuit"):
+        raise ParameterError(f"hinge_top_checkable: sign must be 'memory' or 'circuit', got {sign!r}")
     entries = {"x": Cells("h"), "z": Cells("z"), "M": Trace("z")}
+    if sign == "circuit":
+        entries["e"] = Signal("z", HINGE_PATHWAY)
     if not grad_block:
         entries["xA"] = Trace("h")
     if gate == "circuit":
@@ -346,12 +353,13 @@ def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -
                         allows={"pre", "post", "trace", "neuron_signal", "global_scalar"}, pathways=(HINGE_PATHWAY,))
 
     def fn(s):
-        sign = torch.sign(s["M"] - s["z"])
-        g = s["g"] if gate == "circuit" else ((s["M"] - s["z"]).abs().sum(1) > 1.0).to(sign.dtype)
+        e = torch.sign(s["M"] - s["z"]) if sign == "memory" else s["e"]
+        g = s["g"] if gate == "circuit" else ((s["M"] - s["z"]).abs().sum(1) > 1.0).to(e.dtype)
         pre = s["x"] if grad_block else s["x"] - s["xA"]
-        return {"W": (g[:, None] * sign).T @ pre}
+        return {"W": (g[:, None] * e).T @ pre}
 
     name = "Contrastive hinge top layer" + (" (grad block)" if grad_block else " (no grad block)")
+    name += "" if sign == "memory" else ", error from the circuit"
     return Checkable(name + ("" if gate == "circuit" else ", gate computed in the update"), spec, {"W": contract}, fn)
 
 
