@@ -17,7 +17,7 @@ from neurolearn.locality.report import builtin_checks
 from neurolearn.networks.feedforward import FeedForward
 from neurolearn.networks.layers import Conv, Dense
 from neurolearn.objectives.contrastive import (CLAPP, ContrastiveHinge, Predictor, SimCLR, clapp_loss, hinge_errors,
-                                               hinge_top_checkable, simclr_errors, simclr_loss,
+                                               hinge_top_checkable, l1_sign_sums, simclr_errors, simclr_loss,
                                                simclr_top_checkable)
 from neurolearn.train import Trainer
 
@@ -98,14 +98,22 @@ def test_hinge_gradient_block_leaves_gB_alone_and_zeroes_gA():
     assert torch.equal(gA, torch.zeros_like(gA)) and gA2.abs().sum() > 0 and torch.equal(gB, gB2)
 
 
-def test_hinge_all_negatives_chunked_equals_one_piece(monkeypatch):
-    import neurolearn.objectives.contrastive as c
-
-    zA, zB = _one_case()
-    whole = hinge_errors(zA, zB, 1.0, 3.0, "all", "code", False)
-    monkeypatch.setattr(c, "_CHUNK_ELEMENTS", 1)  # one anchor row at a time
-    for a, b in zip(whole, hinge_errors(zA, zB, 1.0, 3.0, "all", "code", False)):
-        assert torch.allclose(a, b)
+@settings(max_examples=30, deadline=None)
+@given(_pairs(), st.integers(0, 2**31 - 1))
+def test_l1_sign_sums_are_the_sums_of_signs(pair, seed):
+    """sum_t C_st sgn(zA_s - zB_t) and sum_s C_st sgn(zA_s - zB_t) written out (sgn(0) = 0, ties drawn)."""
+    zA, zB = pair
+    C = torch.randn(zA.shape[0], zB.shape[0] - 1 if zB.shape[0] > 1 else 1, generator=torch.Generator().manual_seed(seed),
+                    dtype=torch.float64)
+    zB = zB[: C.shape[1]]
+    signs = torch.sign(zA[:, None, :] - zB[None, :, :])
+    sA, sB, dist = l1_sign_sums(zA, zB, C)
+    assert torch.allclose(sA, (C[:, :, None] * signs).sum(1)) and torch.allclose(sB, (C[:, :, None] * signs).sum(0))
+    assert torch.allclose(dist, (zA[:, None, :] - zB[None, :, :]).abs().sum(2))
+    sA2, _, _ = l1_sign_sums(zA, zB, lambda d: C * (d > 0.5))  # a gate of the distances
+    assert torch.allclose(sA2, ((C * (dist > 0.5))[:, :, None] * signs).sum(1))
+    none, sB2, _ = l1_sign_sums(zA, zB, C, need_a=False)
+    assert none is None and torch.allclose(sB2, sB)
 
 
 def test_contrastive_hinge_error_and_present():

@@ -39,8 +39,6 @@ from .base import Objective, OutputError
 WEIGHTINGS = ("code", "paper")
 #: the pathway through which the hinge error circuit delivers each top cell's error (METHODS.md 3.3)
 HINGE_PATHWAY = "hinge error"
-#: rows of anchors processed at once by the "all negatives" hinge (bounds the (rows, n, d) sign tensor)
-_CHUNK_ELEMENTS = 1 << 22
 
 
 # ----------------------------------------------------------------------------- the closed-form hinge
@@ -52,6 +50,22 @@ def _negatives_k(negatives) -> int:
         raise ParameterError(f"hinge_errors: negatives must be 'all' (or 0) or an integer K >= 2 (the next K - 1 "
                              f"images in batch order), got {negatives!r}")
     return int(negatives)
+
+
+def l1_sign_sums(zA: torch.Tensor, zB: torch.Tensor, C, need_a: bool = True) -> tuple:
+    """``(sum_t C_st sgn(zA_s - zB_t), sum_s C_st sgn(zA_s - zB_t), d)`` for ``zA (n, d)``, ``zB (m, d)``, with
+    ``d(s, t) = ||zA_s - zB_t||_1`` and ``sgn(0) = 0``: the sums of signs through which every pair's gate reaches
+    a cell (Tang et al. 2022, eqs. 4-6). ``C`` is an ``(n, m)`` tensor or a function of the distances ``d``
+    returning one (a gate). Computed as the vector-Jacobian product of ``torch.cdist(zA, zB, p=1)`` with ``C``,
+    whose fused kernel never holds the ``(n, m, d)`` signs in memory. ``need_a=False``: the first sum is
+    ``None`` (not computed)."""
+    with torch.enable_grad():
+        a = zA.detach().requires_grad_(need_a)
+        b = zB.detach().requires_grad_(True)
+        dist = torch.cdist(a, b, p=1)
+        c = C(dist.detach()) if callable(C) else C
+        grads = torch.autograd.grad(dist, (a, b) if need_a else (b,), c)
+    return (grads[0] if need_a else None), -grads[-1], dist.detach()
 
 
 def hinge_errors(zA: torch.Tensor, zB: torch.Tensor, m1: float = 1.0, m2: float = 1.5, negatives="all",
@@ -96,17 +110,12 @@ def hinge_errors(zA: torch.Tensor, zB: torch.Tensor, m1: float = 1.0, m2: float 
             gA[: n - k] -= term
             gB[k:] += term
     else:
-        rows = max(1, _CHUNK_ELEMENTS // max(1, n * d))
-        eye = torch.eye(n, dtype=torch.bool, device=zA.device)
-        for a in range(0, n, rows):
-            dk = zA[a : a + rows, None, :] - zB[None, :, :]  # (rows, n, d)
-            dist = dk.abs().sum(2)
-            other = ~eye[a : a + rows]
-            loss = loss + (torch.relu(m2 - dist) * other).sum()
-            gate = ((dist < m2) & other).to(zA.dtype)
-            s = torch.sign(dk)
-            gA[a : a + rows] -= torch.einsum("st,std->sd", gate, s)
-            gB += torch.einsum("st,std->td", gate, s)
+        other = ~torch.eye(n, dtype=torch.bool, device=zA.device)
+        sA, sB, dist = l1_sign_sums(zA, zB, lambda dist: ((dist < m2) & other).to(zA.dtype), need_a=not grad_block)
+        loss = loss + (torch.relu(m2 - dist) * other).sum()
+        if sA is not None:
+            gA -= sA
+        gB += sB
     if grad_block:
         gA = torch.zeros_like(gA)
     return loss, gA, gB
