@@ -1,6 +1,7 @@
 """Pair objectives against their equations: Tang et al. 2022's contrastive hinge (eqs. 2, 4-7), SimCLR (eq. 1),
 CLAPP with deformations (METHODS.md 3.5); their top-layer locality verdicts; recipe keys; a short training run."""
 
+import dataclasses
 import math
 
 import pytest
@@ -11,12 +12,12 @@ from neurolearn import recipe as recipes
 from neurolearn._validate import ParameterError
 from neurolearn.credit import Backprop
 from neurolearn.data import load_digits
-from neurolearn.locality import check
+from neurolearn.locality import Contract, check
 from neurolearn.locality.report import builtin_checks
 from neurolearn.networks.feedforward import FeedForward
 from neurolearn.networks.layers import Conv, Dense
 from neurolearn.objectives.contrastive import (CLAPP, ContrastiveHinge, Predictor, SimCLR, clapp_loss, hinge_errors,
-                                               hinge_top_checkable, simclr_errors, simclr_loss,
+                                               hinge_top_checkable, l1_sign_sums, simclr_errors, simclr_loss,
                                                simclr_top_checkable)
 from neurolearn.train import Trainer
 
@@ -97,14 +98,22 @@ def test_hinge_gradient_block_leaves_gB_alone_and_zeroes_gA():
     assert torch.equal(gA, torch.zeros_like(gA)) and gA2.abs().sum() > 0 and torch.equal(gB, gB2)
 
 
-def test_hinge_all_negatives_chunked_equals_one_piece(monkeypatch):
-    import neurolearn.objectives.contrastive as c
-
-    zA, zB = _one_case()
-    whole = hinge_errors(zA, zB, 1.0, 3.0, "all", "code", False)
-    monkeypatch.setattr(c, "_CHUNK_ELEMENTS", 1)  # one anchor row at a time
-    for a, b in zip(whole, hinge_errors(zA, zB, 1.0, 3.0, "all", "code", False)):
-        assert torch.allclose(a, b)
+@settings(max_examples=30, deadline=None)
+@given(_pairs(), st.integers(0, 2**31 - 1))
+def test_l1_sign_sums_are_the_sums_of_signs(pair, seed):
+    """sum_t C_st sgn(zA_s - zB_t) and sum_s C_st sgn(zA_s - zB_t) written out (sgn(0) = 0, ties drawn)."""
+    zA, zB = pair
+    C = torch.randn(zA.shape[0], zB.shape[0] - 1 if zB.shape[0] > 1 else 1, generator=torch.Generator().manual_seed(seed),
+                    dtype=torch.float64)
+    zB = zB[: C.shape[1]]
+    signs = torch.sign(zA[:, None, :] - zB[None, :, :])
+    sA, sB, dist = l1_sign_sums(zA, zB, C)
+    assert torch.allclose(sA, (C[:, :, None] * signs).sum(1)) and torch.allclose(sB, (C[:, :, None] * signs).sum(0))
+    assert torch.allclose(dist, (zA[:, None, :] - zB[None, :, :]).abs().sum(2))
+    sA2, _, _ = l1_sign_sums(zA, zB, lambda d: C * (d > 0.5))  # a gate of the distances
+    assert torch.allclose(sA2, ((C * (dist > 0.5))[:, :, None] * signs).sum(1))
+    none, sB2, _ = l1_sign_sums(zA, zB, C, need_a=False)
+    assert none is None and torch.allclose(sB2, sB)
 
 
 def test_contrastive_hinge_error_and_present():
@@ -224,6 +233,16 @@ def test_hinge_top_layer_is_local_with_the_circuit_gate():
         assert r.local, str(r)
 
 
+def test_hinge_top_layer_with_the_error_from_the_circuit():
+    """The per-cell error as a signal of the declared pathway "hinge error": local; the same update under a
+    contract that does not declare the pathway is not (the opposite case)."""
+    ch = hinge_top_checkable([3, 2], sign="circuit")
+    assert check(ch, max_examples=6, time_budget_s=5).local
+    bare = Contract("no pathway", allows={"pre", "post", "trace", "global_scalar"})
+    r = check(dataclasses.replace(ch, contracts={"W": bare}), max_examples=6, time_budget_s=5)
+    assert not r.local and "undeclared pathway 'hinge error'" in r.kinds
+
+
 def test_hinge_top_layer_with_the_gate_computed_in_the_update_is_not_local():
     """The opposite case: the gate computed from every top cell, not delivered by the circuit."""
     r = check(lambda s: hinge_top_checkable(s, gate="computed"), n_populations=2, max_examples=8, time_budget_s=8)
@@ -231,7 +250,7 @@ def test_hinge_top_layer_with_the_gate_computed_in_the_update_is_not_local():
 
 
 def test_simclr_top_layer_is_not_local():
-    r = check(simclr_top_checkable, n_populations=2, max_examples=6, time_budget_s=3)
+    r = check(simclr_top_checkable, n_populations=2, max_examples=4, time_budget_s=2)
     assert not r.local and {"batch statistics", "depends on other cells of the layer"} <= r.kinds
 
 
@@ -260,7 +279,7 @@ def test_recipe_resolves_the_hinge_and_its_keys():
 def test_training_with_the_hinge_lowers_its_loss():
     torch.manual_seed(0)
     d = load_digits()
-    x = torch.nn.functional.pad(d.x_train[:200].reshape(-1, 1, 8, 8), (2, 2, 2, 2))
+    x = torch.nn.functional.pad(d.x_train[:120].reshape(-1, 1, 8, 8), (2, 2, 2, 2))
     net = FeedForward((1, 12, 12), [Conv(4, 3, padding=1, pool="max"), Dense(8, bias=False, activation="identity")],
                       hidden_activation="tanh", init="torch", seed=0)
     obj = ContrastiveHinge(negatives=5)
@@ -271,7 +290,24 @@ def test_training_with_the_hinge_lowers_its_loss():
             return float(obj.error(net(xx), None).loss)
 
     before = held_out_loss()
-    Trainer(net, obj, Backprop(), {"epochs": 3, "batch_size": 50, "optimizer": "adam", "lr": 1e-2, "schedule": "none"},
+    Trainer(net, obj, Backprop(), {"epochs": 3, "batch_size": 40, "optimizer": "adam", "lr": 1e-2, "schedule": "none"},
             seed=0, progress=False).fit(x)
     after = held_out_loss()
     assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_objectives_on_cuda_equal_cpu():
+    zA, zB = _one_case()
+    for negatives in NEGATIVES:
+        for a, b in zip(hinge_errors(zA.cuda(), zB.cuda(), 1.0, 1.5, negatives, "code", False),
+                        hinge_errors(zA, zB, 1.0, 1.5, negatives, "code", False)):
+            assert torch.allclose(a.cpu(), b)
+    y = torch.cat([zA, zB])
+    assert torch.allclose(SimCLR().error(y.cuda(), None).grad.cpu(), SimCLR().error(y, None).grad)
+    obj = CLAPP()
+    sc, sg = obj.init_state(4), obj.init_state(4).cuda()
+    assert torch.allclose(obj.error(y.cuda(), sg).grad.cpu(), obj.error(y, sc).grad)
+    assert torch.allclose(sg.W.cpu(), sc.W)
+    xx, _ = ContrastiveHinge().present(torch.rand(3, 1, 8, 8).cuda(), None, torch.Generator().manual_seed(0))
+    assert xx.device.type == "cuda" and xx.shape == (6, 1, 8, 8)

@@ -173,3 +173,15 @@ def test_transformed_test_set_errors():
         transformed_test_set(_images(2), rotation=float("nan"))
     with pytest.raises(ParameterError, match="x must"):
         transformed_test_set(torch.zeros(2, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_views_on_cuda_equal_cpu_views():
+    """Draws are made on the CPU generator, so a CUDA batch gets the same views (up to the kernels' rounding)."""
+    x = _images(6)
+    for view in (TangAffine(), TangAffine(fraction=1.0, padding="border")):
+        cpu, gpu = view(x, _gen(9)), view(x.cuda(), _gen(9))
+        assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+    a, pa = transformed_test_set(x.cuda(), seed=1)
+    b, pb = transformed_test_set(x, seed=1)
+    assert torch.allclose(a.cpu(), b, atol=1e-5) and pa == pb
