@@ -326,7 +326,8 @@ class DTP(CreditMethod):
         L = net.n_layers
         t = {L - 1: hs[L - 1] - self.alpha * self.top_gradient(net, hs, e_out, state)}
         for l in range(L - 1, 1, -1):
-            t[l - 1] = hs[l - 1] - self.inverse(net, l, hs[l], state) + self.inverse(net, l, t[l], state)
+            g_h, g_t = self.inverse(net, l, torch.cat([hs[l], t[l]]), state).split(hs[l].shape[0])  # one pass for both
+            t[l - 1] = hs[l - 1] - g_h + g_t
         return t
 
     def layer_errors(self, net, hs: list, targets: dict, record=None) -> list:
