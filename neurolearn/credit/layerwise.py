@@ -132,7 +132,7 @@ class LayerWise(CreditMethod):
             for name, p in self._params(net, state, l).items():
                 state[f"opt{l}.{name}.m"] = torch.zeros_like(p.detach())
                 state[f"opt{l}.{name}.v"] = torch.zeros_like(p.detach())
-            state[f"opt{l}.step"] = torch.zeros((), dtype=torch.float64)
+            state[f"opt{l}.step"] = 0  # an int: JSON in the checkpoint, no device sync per step
         state["stage"], state["stages"] = 0, S
         return state
 
@@ -144,8 +144,9 @@ class LayerWise(CreditMethod):
         state["stage"] = l
         if epoch == l * self.epochs_per_layer:
             for k, v in state.items():
-                if k.startswith(f"opt{l}."):
+                if k.startswith(f"opt{l}.") and torch.is_tensor(v):
                     v.zero_()
+            state[f"opt{l}.step"] = 0
 
     # ------------------------------------------------------------------ step
     def layer_for_step(self, net, state: dict, generator: torch.Generator | None) -> int:
@@ -196,8 +197,7 @@ class LayerWise(CreditMethod):
         with torch.no_grad():
             H0 = params["H"].detach().clone() if self.update == "updated_random_feedback" else None
             if isinstance(optimizer, torch.optim.Adam):
-                state[f"opt{l}.step"] += 1
-                t = float(state[f"opt{l}.step"])
+                state[f"opt{l}.step"] = t = int(state[f"opt{l}.step"]) + 1
                 (b1, b2), eps = group["betas"], group["eps"]
                 for name, p in params.items():
                     adam_update(p.data, grads[name], state[f"opt{l}.{name}.m"], state[f"opt{l}.{name}.v"], t,
