@@ -13,6 +13,7 @@ from neurolearn.credit.feedback import (
     UpdatedRandomFeedback,
     conv_head_step,
     feedback_errors,
+    feedback_mlp_step,
     urf_feedback_step,
 )
 from neurolearn.data import load_digits
@@ -219,6 +220,27 @@ def test_conv_step_terms_sum_to_the_convolutions_weight_gradient():
     ref = torch.nn.grad.conv2d_weight(s["x"].view(4, 2, 2, 3), (2, 2, 2, 2), e1)
     torch.testing.assert_close(out["W1"].sum(0), -ref)
     torch.testing.assert_close(out["W2"], -(e2.T @ torch.tanh(s["u1"])))
+
+
+def test_mlp_checkable_is_the_step_on_recorded_activities_and_its_verdicts():
+    """The checkable a recipe's verdict uses computes the step's update from x, u_l, d, W, B (same equations)."""
+    net = dense_net()
+    x, _ = batch(4)
+    rf = RandomFeedback()
+    state = rf.init_state(net, torch.Generator().manual_seed(0))
+    rec = net.forward_train(x)
+    d = torch.rand(4, 10, dtype=torch.float64)
+    errors = feedback_errors(net, rec, rec.output - d, lambda l: state[f"B{l}"])
+    c = rf.checkable(net.sizes, "target", "identity", "tanh")
+    s = {"x": x, "d": d} | {f"u{l + 1}": u for l, u in enumerate(rec.currents)}
+    s |= {f"W{l + 1}": layer.weight.detach() for l, layer in enumerate(net.layers)}
+    s |= {f"B{l + 1}": state[f"B{l}"] for l in (1, 2)}
+    out = c.update(s)
+    for l in range(3):
+        torch.testing.assert_close(out[f"W{l + 1}"], errors[l].T @ rec.pres[l])
+    assert_local(lambda z: RandomFeedback().checkable(z), n_populations=4, **KW)
+    assert_local(lambda z: SignFeedback().checkable(z, "error", "identity", "hardtanh"), n_populations=3, **KW)
+    assert_nonlocal(lambda z: feedback_mlp_step(z, "bp"), n_populations=3, kinds={"weight transport"}, **KW)
 
 
 def test_urf_feedback_synapse_is_hebbian_and_copying_w_is_weight_transport():

@@ -212,5 +212,9 @@ def test_layerwise_rf_head_is_local_and_bp_through_the_head_is_weight_transport(
     assert_local(lambda s: layerwise_step(s, "random_feedback"), n_populations=3, **KW)
     assert_local(lambda s: LayerWise(update="updated_random_feedback").checkable(s), n_populations=3, **KW)
     assert_nonlocal(lambda s: layerwise_step(s, "backprop"), n_populations=3, kinds={"weight transport"}, **KW)
+    assert_local(lambda s: LayerWise(update="random_feedback").checkable(s, "error"), n_populations=4, **KW)
+    assert_nonlocal(lambda s: LayerWise().checkable(s, "error"), n_populations=3, kinds={"weight transport"}, **KW)
+    with pytest.raises(ParameterError, match="three populations"):
+        LayerWise().checkable((3, 2))
     labels = {e.label: e.expected_local for e in catalog()}
     assert labels["layer-wise, RF head feedback"] and not labels["layer-wise, BP through the head"]

@@ -153,9 +153,10 @@ class RandomFeedback(CreditMethod):
 
     def checkable(self, sizes, pathway: str = "target", output_activation: str = "identity",
                   hidden_activation: str = "tanh") -> Checkable:
-        """The step on one convolution and a dense head (:func:`conv_head_step`; ``sizes`` = input channels,
-        conv channels, head units), ``B`` a declared fixed matrix (``sign(B)`` for the sign variant)."""
-        return conv_head_step(sizes, "sign" if self.sign else "rf")
+        """The step on an MLP of ``sizes`` (:func:`feedback_mlp_step`, what a recipe's locality verdict checks),
+        ``B`` declared fixed matrices (``sign(B)`` for the sign variant; URF's ``B`` is fixed within a step, its
+        own update is :func:`urf_feedback_step`). The conv version is :func:`conv_head_step`."""
+        return feedback_mlp_step(sizes, "sign" if self.sign else "rf", pathway, output_activation, hidden_activation)
 
 
 @register("credit", "updated_random_feedback")
@@ -192,6 +193,53 @@ def _sizes(sizes, n: int, what: str) -> tuple:
     if len(sizes) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
         raise ParameterError(f"{what}: sizes must be {n} integers >= 1, got {sizes!r}")
     return sizes
+
+
+def feedback_mlp_step(sizes, feedback: str = "rf", pathway: str = "target", output_activation: str = "identity",
+                      hidden_activation: str = "tanh", name: str | None = None) -> Checkable:
+    """The step of :class:`RandomFeedback` on an MLP of ``sizes`` as a pure function of recorded activities:
+    input ``x``, currents ``u{l}``, the output's ``d`` delivered on ``pathway``, weights ``W{l}`` and (RF, sign)
+    fixed matrices ``B{l}`` on the pathways ``"feedback B{l}"``:
+
+        delta_L = (f(u_L) - d) f'(u_L),   delta_l = (delta_{l+1} F_{l+1}) f'(u_l),   g_l = delta_l^T f(u_{l-1})
+
+    with ``F = B`` (``"rf"``), ``sign(B)`` (``"sign"``) or ``W`` (``"bp"``: weight transport)."""
+    if feedback not in CONV_HEAD_FEEDBACKS:
+        raise ParameterError(f"feedback_mlp_step: feedback must be one of {CONV_HEAD_FEEDBACKS}, got {feedback!r}")
+    sizes = tuple(sizes)
+    if len(sizes) < 2:
+        raise ParameterError(f"feedback_mlp_step: sizes must list at least two populations, got {sizes!r}")
+    L = len(sizes) - 1
+    layers = tuple(Layer(f"W{l}", post=f"p{l}", pre=f"p{l - 1}") for l in range(1, L + 1))
+    entries = {"x": Cells("p0"), "d": Signal(f"p{L}", pathway)}
+    for l in range(1, L + 1):
+        entries[f"u{l}"] = Cells(f"p{l}", "current")
+        entries[f"W{l}"] = Weight(f"W{l}")
+        if feedback != "bp" and l > 1:
+            entries[f"B{l}"] = Fixed(f"feedback B{l}", post=f"p{l}", pre=f"p{l - 1}")
+    spec = StateSpec({f"p{i}": n for i, n in enumerate(sizes)}, layers, entries)
+    label = name or _CONV_HEAD_NAMES[feedback]
+    down = "W" if feedback == "bp" else "B"
+    contracts = {f"W{l}": Contract(f"{label} W{l}", allows={"pre", "post", "neuron_signal"},
+                                   pathways=(pathway,) + (() if feedback == "bp" else
+                                                          tuple(f"feedback B{m}" for m in range(l + 1, L + 1))))
+                 for l in range(1, L + 1)}
+
+    def act(l):
+        return output_activation if l == L else hidden_activation
+
+    def fn(s):
+        h = [s["x"]] + [activation(act(l), s[f"u{l}"]) for l in range(1, L + 1)]
+        e = times_derivative(act(L), h[L] - s["d"], s[f"u{L}"])
+        out = {}
+        for l in range(L, 0, -1):
+            out[f"W{l}"] = e.T @ h[l - 1]
+            if l > 1:
+                F = torch.sign(s[f"B{l}"]) if feedback == "sign" else s[f"{down}{l}"]
+                e = times_derivative(act(l - 1), e @ F, s[f"u{l - 1}"])
+        return out
+
+    return Checkable(f"{label} ({L} layer{'s' if L > 1 else ''})", spec, contracts, fn)
 
 
 def conv_head_step(sizes, feedback: str = "rf", name: str | None = None) -> Checkable:

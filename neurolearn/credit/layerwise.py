@@ -55,7 +55,7 @@ from ..locality.contract import Checkable
 from ..networks.activations import activation, times_derivative
 from ..networks.layers import Conv, Factors, ops
 from .base import CreditMethod
-from .feedback import conv_head_step, draw_like, population_error
+from .feedback import conv_head_step, draw_like, feedback_mlp_step, population_error
 
 SCHEDULES = ("greedy", "random")
 UPDATES = ("backprop", "random_feedback", "updated_random_feedback")
@@ -211,8 +211,18 @@ class LayerWise(CreditMethod):
 
     def checkable(self, sizes, pathway: str = "target", output_activation: str = "identity",
                   hidden_activation: str = "tanh") -> Checkable:
-        """One layer-wise step (:func:`layerwise_step`) with this method's ``update``."""
-        return layerwise_step(sizes, self.update)
+        """One layer-wise step on an MLP of ``sizes`` (what a recipe's locality verdict checks): the first layer
+        ``sizes[0] -> sizes[1]`` and its head ``sizes[1] -> sizes[-1]``, the head's error reaching the layer
+        through ``H`` (backprop) or a declared fixed ``B`` (:func:`~neurolearn.credit.feedback.feedback_mlp_step`);
+        every other stage has the same form. The conv version is :func:`layerwise_step`."""
+        sizes = tuple(sizes)
+        if len(sizes) < 3:
+            raise ParameterError(f"LayerWise.checkable: sizes must list at least three populations (input, a layer, "
+                                 f"the output), got {sizes!r}")
+        name = {"backprop": "Layer-wise BP", "random_feedback": "Layer-wise RF",
+                "updated_random_feedback": "Layer-wise URF"}[self.update]
+        return feedback_mlp_step((sizes[0], sizes[1], sizes[-1]), _CHECK_FEEDBACK[self.update], pathway,
+                                 output_activation, hidden_activation, name=f"{name} (layer + head)")
 
 
 def adam_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: float, lr: float,
