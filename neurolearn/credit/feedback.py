@@ -101,8 +101,9 @@ def feedback_errors(net, rec, grad: torch.Tensor, matrix: Callable[[int], torch.
 @register("credit", "random_feedback")
 @dataclass(frozen=True)
 class RandomFeedback(CreditMethod):
-    """Random feedback (Lillicrap et al. 2016; Tang et al. 2022 eq. 10) for dense and conv networks with
-    pooling: ``delta_l = sigma'(h_l) * pool^T(B_{l+1}^T delta_{l+1})``, ``Delta W_l = -eta delta_l x_{l-1}^T``
+    """Random feedback (Lillicrap et al. 2016; Tang et al. 2022 eq. 10): errors sent down through fixed random B.
+
+    Dense and conv networks with pooling: ``delta_l = sigma'(h_l) * pool^T(B_{l+1}^T delta_{l+1})``, ``Delta W_l = -eta delta_l x_{l-1}^T``
     (module docstring). ``updated``: ``B`` receives ``W``'s increment (URF, Amit 2019); ``sign``: the
     error goes down through ``sign(B)``."""
 
@@ -162,8 +163,9 @@ class RandomFeedback(CreditMethod):
 @register("credit", "updated_random_feedback")
 @dataclass(frozen=True)
 class UpdatedRandomFeedback(RandomFeedback):
-    """Updated random feedback (URF, Amit 2019; Tang et al. 2022): :class:`RandomFeedback` with ``B_l``
-    receiving ``W_l``'s increment at every step, so ``B_l - W_l = B_l(0) - W_l(0)``."""
+    """Updated random feedback (URF, Amit 2019; Tang et al. 2022): B receives W's increment at every step.
+
+    :class:`RandomFeedback` with ``B_l`` receiving ``W_l``'s increment at every step, so ``B_l - W_l = B_l(0) - W_l(0)``."""
 
     updated: bool = param(True, help="B_l receives exactly W_l's increment at every step (URF, Amit 2019)")
 
@@ -171,8 +173,9 @@ class UpdatedRandomFeedback(RandomFeedback):
 @register("credit", "sign_feedback")
 @dataclass(frozen=True)
 class SignFeedback(RandomFeedback):
-    """Sign feedback (Tang et al.'s code option "US"): errors sent down through ``sign(B_l)``, ``B_l``
-    updated like ``W_l`` (``updated=True``; ``False`` keeps ``B`` fixed)."""
+    """Sign feedback (Tang et al.'s code option "US"): errors sent down through sign(B), B updated like W.
+
+    ``updated=True`` by default (``False`` keeps ``B`` fixed)."""
 
     updated: bool = param(True, help="B_l receives exactly W_l's increment at every step")
     sign: bool = param(True, help="send errors down through sign(B_l)")

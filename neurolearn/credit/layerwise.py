@@ -65,8 +65,10 @@ _CHECK_FEEDBACK = {"backprop": "bp", "random_feedback": "rf", "updated_random_fe
 @register("credit", "layerwise")
 @dataclass(frozen=True)
 class LayerWise(CreditMethod):
-    """Greedy (GLL) or randomised (RLL) layer-wise learning, each layer with its own head and optimiser
-    state, the error reaching the layer through ``H_l``, fixed ``B_l`` or URF-updated ``B_l`` (module docstring)."""
+    """Greedy (GLL) or randomised (RLL) layer-wise learning (Tang et al. 2022), each layer with its own head.
+
+    Each layer has its own optimiser state; the error reaches the layer through ``H_l``, a fixed ``B_l`` or a
+    URF-updated ``B_l`` (module docstring)."""
 
     schedule: str = param("greedy", choices=SCHEDULES, help="greedy: layer epoch // epochs_per_layer; random: a random "
                                                             "layer per mini-batch")
