@@ -60,6 +60,7 @@ from .feedback import conv_head_step, draw_like, feedback_mlp_step, population_e
 SCHEDULES = ("greedy", "random")
 UPDATES = ("backprop", "random_feedback", "updated_random_feedback")
 _CHECK_FEEDBACK = {"backprop": "bp", "random_feedback": "rf", "updated_random_feedback": "rf"}
+_LABELS = {"backprop": "Layer-wise BP", "random_feedback": "Layer-wise RF", "updated_random_feedback": "Layer-wise URF"}
 
 
 @register("credit", "layerwise")
@@ -221,10 +222,8 @@ class LayerWise(CreditMethod):
         if len(sizes) < 3:
             raise ParameterError(f"LayerWise.checkable: sizes must list at least three populations (input, a layer, "
                                  f"the output), got {sizes!r}")
-        name = {"backprop": "Layer-wise BP", "random_feedback": "Layer-wise RF",
-                "updated_random_feedback": "Layer-wise URF"}[self.update]
         return feedback_mlp_step((sizes[0], sizes[1], sizes[-1]), _CHECK_FEEDBACK[self.update], pathway,
-                                 output_activation, hidden_activation, name=f"{name} (layer + head)")
+                                 output_activation, hidden_activation, name=_LABELS[self.update])
 
 
 def adam_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: float, lr: float,
@@ -246,9 +245,7 @@ def layerwise_step(sizes, update: str = "random_feedback") -> Checkable:
     :func:`~neurolearn.credit.feedback.conv_head_step` for the equations."""
     if update not in UPDATES:
         raise ParameterError(f"layerwise_step: update must be one of {UPDATES}, got {update!r}")
-    label = {"backprop": "Layer-wise BP through the head", "random_feedback": "Layer-wise RF head",
-             "updated_random_feedback": "Layer-wise URF head"}[update]
-    return conv_head_step(sizes, _CHECK_FEEDBACK[update], name=label)
+    return conv_head_step(sizes, _CHECK_FEEDBACK[update], name=_LABELS[update])
 
 
 register_check(lambda s: layerwise_step(s, "random_feedback"), 3, True, label="layer-wise, RF head feedback")
