@@ -112,13 +112,14 @@ class RandomFeedback(CreditMethod):
     init: str = param("network", choices=FEEDBACK_INITS,
                       help="B's distribution: the network's own init scheme, torch (U(+-1/sqrt(fan_in))) or xavier")
     gain: float = param(0.5, low=0.0, low_open=True,
-                        help="xavier gain of B (init xavier, or network on a xavier-initialised network)")
+                        help="xavier gain of B with init xavier (init network uses the network's own init_gain)")
     rule: Delta = field(default_factory=Delta)
 
     def init_state(self, net, generator: torch.Generator | None = None) -> dict:
         """``B{l}`` for every layer ``l >= 1`` (shaped like ``W_l``), drawn in layer order from ``generator``."""
         scheme = getattr(net, "init", "torch") if self.init == "network" else self.init
-        return {f"B{l}": draw_like(net.layers[l].weight.detach(), scheme, self.gain, generator)
+        gain = getattr(net, "init_gain", self.gain) if self.init == "network" else self.gain
+        return {f"B{l}": draw_like(net.layers[l].weight.detach(), scheme, gain, generator)
                 for l in range(1, net.n_layers)}
 
     def check_setup(self, net, objective, optimizer: str = "sgd") -> None:

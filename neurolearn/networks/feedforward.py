@@ -125,7 +125,7 @@ class FeedForward(nn.Module):
                 f"output), got {dropout}")
         self.dropout = tuple(check_float("FeedForward", f"dropout[{i}]", p, 0.0, 1.0, high_open=True)
                              for i, p in enumerate(dropout))
-        check_float("FeedForward", "init_gain", init_gain, 0.0, low_open=True)
+        self.init_gain = check_float("FeedForward", "init_gain", init_gain, 0.0, low_open=True)
         self.init = check_choice("FeedForward", "init", init, INITS)
         for i, d in enumerate(self.descriptions):
             act = getattr(d, "activation", "")
