@@ -21,6 +21,7 @@ from neurolearn.describe import lookup
 from neurolearn.locality import Contract, assert_local, assert_nonlocal
 from neurolearn.locality.catalog import catalog
 from neurolearn.networks import MLP, Conv, Dense, FeedForward
+from neurolearn.networks.layers import Factors, ops
 from neurolearn.objectives import SupervisedTarget
 from neurolearn.train import Trainer
 
@@ -266,3 +267,28 @@ def test_checks_are_in_the_catalogue():
     assert labels["random feedback, conv + head"].expected_local
     assert not labels["E2E backprop, conv + head"].expected_local
     assert labels["URF feedback synapse"].expected_local
+
+
+@pytest.mark.parametrize("make", [dense_net, conv_net], ids=["dense", "conv+pool"])
+def test_step_applies_the_written_out_errors(make):
+    """The step (autograd with the linear maps' backward through B) gives the update of :func:`feedback_errors`
+    (the equation written out): W_l <- W_l - lr e_l^T x_{l-1}; opposite case: with B = W the update differs."""
+    x, labels = batch()
+    net = make()
+    rf = RandomFeedback()
+    state = rf.init_state(net, torch.Generator().manual_seed(5))
+    rec = net.forward_train(x)
+    out = SupervisedTarget().error(rec.masked_output(), None, rec.out_mask, labels)
+    errors = feedback_errors(net, rec, out.grad, lambda l: state[f"B{l}"])
+    expected = []
+    for layer, pre, e in zip(net.layers, rec.pres, errors):
+        f = Factors(e, pre)
+        expected += [layer.weight.detach() - 0.1 * ops(layer).gradient(layer, f)]
+        if layer.bias is not None:
+            expected.append(layer.bias.detach() - 0.1 * f.bias)
+    got = one_step(net, rf, state, x, labels)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    other = rf.init_state(make(), torch.Generator().manual_seed(6))  # another B: the lower layers change otherwise
+    diff = one_step(make(), rf, other, x, labels)
+    assert all((a - b).abs().max() > 1e-8 for a, b in zip(diff[:-2], expected[:-2]))

@@ -98,6 +98,23 @@ def feedback_errors(net, rec, grad: torch.Tensor, matrix: Callable[[int], torch.
     return errors
 
 
+class _FeedbackCurrent(torch.autograd.Function):
+    """``u = W h + b`` (the layer's own current); backward ``dL/dh = send_down(dL/du, B)``: the error goes down
+    through ``B`` instead of ``W`` (with ``B = None``, through ``W``: layer 0, whose input error is never used).
+    Used by :meth:`RandomFeedback.step` so that autograd applies pooling routing and ``f'`` exactly as
+    :func:`feedback_errors` writes them out (tested equal)."""
+
+    @staticmethod
+    def forward(ctx, h, layer, B):
+        ctx.layer, ctx.B, ctx.shape = layer, B, h.shape
+        return ops(layer).current(layer, h)
+
+    @staticmethod
+    def backward(ctx, grad_u):
+        layer = ctx.layer
+        return ops(layer).send_down(layer, grad_u, weight=ctx.B, input_shape=ctx.shape), None, None
+
+
 @register("credit", "random_feedback")
 @dataclass(frozen=True)
 class RandomFeedback(CreditMethod):
@@ -139,11 +156,18 @@ class RandomFeedback(CreditMethod):
     def step(self, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
         """Forward with dropout, output error, errors sent down through ``B`` (through pooling and the
         activation), delta rule at every layer through the optimiser; URF: ``B_l += W_l(after) - W_l(before)``."""
-        rec = net.forward_train(x, generator)
-        out = objective.error(rec.masked_output(), objective_state, rec.out_mask, labels)
+        def current(l, layer, h):  # u = W h + b forward; its backward sends the error down through B_l
+            return _FeedbackCurrent.apply(h, layer, self.feedback(state, l) if l else None)
+
+        rec = net.forward_train(x, generator, grad=True, current=current)
+        out = objective.error(rec.masked_output().detach(), objective_state, rec.out_mask, labels)
         with torch.no_grad():
             grad = out.grad if rec.out_mask is None else out.grad * rec.out_mask
-            errors = feedback_errors(net, rec, grad, lambda l: self.feedback(state, l))
+            e = times_derivative(net.activation_of(net.n_layers - 1), grad, rec.currents[-1].detach())
+        errors = [e]
+        if net.n_layers > 1:  # autograd carries e_L back: pooling and f' as recorded, the linear maps through B
+            errors = list(torch.autograd.grad(rec.currents[-1], rec.currents[:-1], grad_outputs=e)) + errors
+        with torch.no_grad():
             layers = list(net.layers)
             before = [layers[l].weight.detach().clone() for l in range(1, len(layers))] if self.updated else []
         apply_updates(optimizer, layers, [self.rule.factors(p, e) for p, e in zip(rec.pres, errors)])

@@ -216,10 +216,13 @@ class FeedForward(nn.Module):
         return hs
 
     def forward_train(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                      grad: bool = False) -> ForwardRecord:
+                      grad: bool = False, current=None) -> ForwardRecord:
         """One training pass with dropout (masks drawn from ``generator`` in population order, then the
         output mask). With ``grad=True`` the pass is recorded by autograd from the first current on (no
-        weight gradients), so that errors can be carried back through it (:class:`~neurolearn.credit.Backprop`)."""
+        weight gradients), so that errors can be carried back through it (:class:`~neurolearn.credit.Backprop`).
+        ``current(l, layer, h) -> u`` replaces the layer's current ``u = W h + b`` (e.g. one whose backward sends
+        errors down through a feedback matrix, :class:`~neurolearn.credit.feedback.RandomFeedback`); it must
+        compute the same ``u``."""
         h = self.check_input(x)
         L = self.n_layers
         masks = [self.dropout_mask(h, 0, generator)]
@@ -231,7 +234,7 @@ class FeedForward(nn.Module):
             if isinstance(layer, nn.Linear) and h.ndim > 2:
                 h = h.flatten(1)
             pres.append(h.detach())
-            u = ops(layer).current(layer, h)
+            u = ops(layer).current(layer, h) if current is None else current(l, layer, h)
             if grad and l == 0 and L > 1:
                 u.requires_grad_(True)
             currents.append(u)
