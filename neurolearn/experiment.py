@@ -444,7 +444,11 @@ class Run:
         if self.resume and tr.load_checkpoint():
             self.log(f"resumed after epoch {tr.epoch}")
         ds = self.train_data
-        tr.fit(ds.x_train, ds.y_train if self.objective.needs_labels else None)
+        x = ds.x_train
+        shape = getattr(self.net, "input_shape", None)
+        if shape is not None and len(shape) == 3:  # images as maps (C, H, W): what view generators deform
+            x = x.reshape(-1, *shape)
+        tr.fit(x, ds.y_train if self.objective.needs_labels else None)
         m = self.metrics
         m["epochs"], m["history"] = tr.epoch, tr.history
         m["train_seconds"], m["seconds_per_1000_samples"] = tr.train_seconds, tr.seconds_per_1000

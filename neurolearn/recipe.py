@@ -1,7 +1,8 @@
 """Recipes: one TOML file per experiment, validated key by key, resolved with every default filled.
 
-A recipe has a top level (``name``, ``description``, ``seed``) and the sections ``[data]``,
-``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Nothing here lists keys:
+A recipe has a top level (``name``, ``description``, ``seed``, ``plugins`` and, for a recipe that reproduces a
+published number, ``paper = {value, metric, source, baseline}``: ``neurolearn run`` prints ours beside it) and the
+sections ``[data]``, ``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Nothing here lists keys:
 each section is derived from a description (:mod:`neurolearn.describe`) -- ``[data]``, ``[training]``
 and ``[eval]`` from :class:`DataConfig`, :class:`~neurolearn.train.TrainingConfig` and
 :class:`EvalConfig`; ``[network]``, ``[objective]`` and ``[credit]`` from the registered type their
@@ -10,7 +11,8 @@ and ``[eval]`` from :class:`DataConfig`, :class:`~neurolearn.train.TrainingConfi
 An unknown key -- including a key the chosen type does not take -- or a bad value raises
 :class:`RecipeError` naming the file, the section and the key, and listing what is allowed.
 ``neurolearn keys`` prints every section's keys with defaults, allowed values and help.
-The built-in recipes live in the top-level ``models/`` folder (installed as ``neurolearn.recipes``).
+The built-in recipes live in the top-level ``models/`` folder (installed as ``neurolearn.recipes``); the
+reproductions of a paper's table in its subfolders (``models/tang2022/``), run by path.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ def linear_probe(
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = nn.Sequential(nn.Dropout(dropout), nn.Linear(train_x.shape[1], n_classes))
+        # no dropout module at p = 0: it would still draw a mask per batch (most of a small probe's time)
+        model = nn.Sequential(nn.Dropout(dropout) if dropout else nn.Identity(), nn.Linear(train_x.shape[1], n_classes))
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         if schedule == "exponential":
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
