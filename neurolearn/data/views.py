@@ -141,8 +141,9 @@ def transformed_test_set(x: torch.Tensor, seed: int = 0, rotation: float = 0.375
         theta = [[s cos alpha, -s sin alpha, t_x], [s sin alpha, s cos alpha, t_y]]
         x'    = grid_sample(x, affine_grid(theta, align_corners=True)), bilinear, zero fill, no flip
 
-    (theta is the sampling matrix, as in the authors' deformation function; alpha, log s and t are
-    symmetric, so the image's own rotation / scale / shift have the same distributions.) Draws come from
+    (theta is the sampling matrix of ``affine_grid``, as the authors' views use theta; whether their
+    unpublished test file was made this way is not known, METHODS.md A10. alpha, log s and t are symmetric, so
+    the inverse map -- the image's own rotation, scale and shift -- has the same distribution.) Draws come from
     ``torch.Generator().manual_seed(seed)`` in the order alpha, log s, t. Returns ``(x', params)``,
     ``params`` a JSON-able record of the generator (name, seed, ranges, padding, flip, number of images)
     for the run folder.

@@ -32,15 +32,13 @@ import torch.nn.functional as F
 from .._validate import ParameterError
 from ..describe import lookup, param, register
 from ..locality.catalog import register_check
-from ..locality.contract import Cells, Checkable, Contract, Layer, SampleScalar, StateSpec, Trace
+from ..locality.contract import Cells, Checkable, Contract, Layer, SampleScalar, Signal, StateSpec, Trace
 from .base import Objective, OutputError
 
 #: the neighbour weightings of the "K negatives" hinge: the code's 1/K or the paper's 1 (ambiguity A1)
 WEIGHTINGS = ("code", "paper")
 #: the pathway through which the hinge error circuit delivers each top cell's error (METHODS.md 3.3)
 HINGE_PATHWAY = "hinge error"
-#: rows of anchors processed at once by the "all negatives" hinge (bounds the (rows, n, d) sign tensor)
-_CHUNK_ELEMENTS = 1 << 22
 
 
 # ----------------------------------------------------------------------------- the closed-form hinge
@@ -52,6 +50,22 @@ def _negatives_k(negatives) -> int:
         raise ParameterError(f"hinge_errors: negatives must be 'all' (or 0) or an integer K >= 2 (the next K - 1 "
                              f"images in batch order), got {negatives!r}")
     return int(negatives)
+
+
+def l1_sign_sums(zA: torch.Tensor, zB: torch.Tensor, C, need_a: bool = True) -> tuple:
+    """``(sum_t C_st sgn(zA_s - zB_t), sum_s C_st sgn(zA_s - zB_t), d)`` for ``zA (n, d)``, ``zB (m, d)``, with
+    ``d(s, t) = ||zA_s - zB_t||_1`` and ``sgn(0) = 0``: the sums of signs through which every pair's gate reaches
+    a cell (Tang et al. 2022, eqs. 4-6). ``C`` is an ``(n, m)`` tensor or a function of the distances ``d``
+    returning one (a gate). Computed as the vector-Jacobian product of ``torch.cdist(zA, zB, p=1)`` with ``C``,
+    whose fused kernel never holds the ``(n, m, d)`` signs in memory. ``need_a=False``: the first sum is
+    ``None`` (not computed)."""
+    with torch.enable_grad():
+        a = zA.detach().requires_grad_(need_a)
+        b = zB.detach().requires_grad_(True)
+        dist = torch.cdist(a, b, p=1)
+        c = C(dist.detach()) if callable(C) else C
+        grads = torch.autograd.grad(dist, (a, b) if need_a else (b,), c)
+    return (grads[0] if need_a else None), -grads[-1], dist.detach()
 
 
 def hinge_errors(zA: torch.Tensor, zB: torch.Tensor, m1: float = 1.0, m2: float = 1.5, negatives="all",
@@ -96,17 +110,12 @@ def hinge_errors(zA: torch.Tensor, zB: torch.Tensor, m1: float = 1.0, m2: float 
             gA[: n - k] -= term
             gB[k:] += term
     else:
-        rows = max(1, _CHUNK_ELEMENTS // max(1, n * d))
-        eye = torch.eye(n, dtype=torch.bool, device=zA.device)
-        for a in range(0, n, rows):
-            dk = zA[a : a + rows, None, :] - zB[None, :, :]  # (rows, n, d)
-            dist = dk.abs().sum(2)
-            other = ~eye[a : a + rows]
-            loss = loss + (torch.relu(m2 - dist) * other).sum()
-            gate = ((dist < m2) & other).to(zA.dtype)
-            s = torch.sign(dk)
-            gA[a : a + rows] -= torch.einsum("st,std->sd", gate, s)
-            gB += torch.einsum("st,std->td", gate, s)
+        other = ~torch.eye(n, dtype=torch.bool, device=zA.device)
+        sA, sB, dist = l1_sign_sums(zA, zB, lambda dist: ((dist < m2) & other).to(zA.dtype), need_a=not grad_block)
+        loss = loss + (torch.relu(m2 - dist) * other).sum()
+        if sA is not None:
+            gA -= sA
+        gB += sB
     if grad_block:
         gA = torch.zeros_like(gA)
     return loss, gA, gB
@@ -206,6 +215,29 @@ def simclr_loss(zA: torch.Tensor, zB: torch.Tensor, tau: float = 0.1) -> torch.T
     return ce[:n].mean() + ce[n:].mean()
 
 
+def simclr_errors(zA: torch.Tensor, zB: torch.Tensor, tau: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`simclr_loss` and its gradient in closed form: with ``u_k = z_k / |z_k|`` (rows of ``cat([zA, zB])``),
+    ``P`` the softmax of ``u_k . u_l / tau`` over ``l != k``, ``Y`` the one-hot positive and ``G = (P - Y) / n``:
+
+        dL/du = (G + G^T) u / tau,      dL/dz_k = (dL/du_k - u_k (u_k . dL/du_k)) / |z_k|
+
+    (``|z_k|`` floored at 1e-12 as ``F.normalize``; below it ``dL/dz_k = dL/du_k / 1e-12``). Returns ``(L, gA, gB)``.
+    """
+    n = zA.shape[0]
+    z = torch.cat([zA, zB]).detach()
+    norm = z.norm(dim=1, keepdim=True)
+    u = z / norm.clamp_min(1e-12)
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (u @ u.T / tau).masked_fill(eye, float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    logp = torch.log_softmax(logits, 1)
+    loss = -logp[torch.arange(2 * n, device=z.device), target].sum() / n
+    G = (logp.exp() - torch.nn.functional.one_hot(target, 2 * n).to(z.dtype)) / n
+    du = (G + G.T) @ u / tau
+    dz = torch.where(norm > 1e-12, (du - u * (u * du).sum(1, keepdim=True)) / norm.clamp_min(1e-12), du / 1e-12)
+    return loss, dz[:n], dz[n:]
+
+
 @register("objective", "simclr")
 @dataclass(frozen=True)
 class SimCLR(PairObjective):
@@ -292,7 +324,7 @@ class CLAPP(PairObjective):
 
 
 # ----------------------------------------------------------------------------- locality (METHODS.md section 8)
-def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -> Checkable:
+def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit", sign: str = "memory") -> Checkable:
     """The contrastive hinge's top-layer update, one presentation per sample (Tang et al. 2022, eqs. 3 and 7).
 
     Populations ``h`` (``sizes[0]`` cells below the top layer) and ``z`` (``sizes[1]`` top cells). Per sample
@@ -307,13 +339,20 @@ def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -
         dW_ij = sum_b g_b sgn(M_bi - z_bi) (x_bj - x^A_bj)              (no block, eq. 3: x^A a replayed trace of h)
 
     (``-eta delta_i x_j`` with ``delta^B_i = -G_pos sgn(z^A_i - z^B_i)``, ``delta^Bt_i = w G_neg sgn(...)``.)
+    ``sign="memory"`` computes ``sgn(M_i - z_i)`` in the update from the cell's own trace and activity (so the
+    checker sees that it reads nothing else); ``sign="circuit"`` takes it as the signal ``e_i`` the hinge
+    circuit delivers to cell ``i`` through the pathway ``"hinge error"`` (``Signal``).
     ``gate="circuit"`` takes ``g_b`` from the circuit (local); ``gate="computed"`` computes the gate in the
     update from all top cells, ``1[||M - z||_1 > 1]`` (the opposite case: depends on other cells).
     """
     n_pre, n_out = int(sizes[0]), int(sizes[1])
     if gate not in ("circuit", "computed"):
         raise ParameterError(f"hinge_top_checkable: gate must be 'circuit' or 'computed', got {gate!r}")
+    if sign not in ("memory", "circuit"):
+        raise ParameterError(f"hinge_top_checkable: sign must be 'memory' or 'circuit', got {sign!r}")
     entries = {"x": Cells("h"), "z": Cells("z"), "M": Trace("z")}
+    if sign == "circuit":
+        entries["e"] = Signal("z", HINGE_PATHWAY)
     if not grad_block:
         entries["xA"] = Trace("h")
     if gate == "circuit":
@@ -323,12 +362,13 @@ def hinge_top_checkable(sizes, grad_block: bool = True, gate: str = "circuit") -
                         allows={"pre", "post", "trace", "neuron_signal", "global_scalar"}, pathways=(HINGE_PATHWAY,))
 
     def fn(s):
-        sign = torch.sign(s["M"] - s["z"])
-        g = s["g"] if gate == "circuit" else ((s["M"] - s["z"]).abs().sum(1) > 1.0).to(sign.dtype)
+        e = torch.sign(s["M"] - s["z"]) if sign == "memory" else s["e"]
+        g = s["g"] if gate == "circuit" else ((s["M"] - s["z"]).abs().sum(1) > 1.0).to(e.dtype)
         pre = s["x"] if grad_block else s["x"] - s["xA"]
-        return {"W": (g[:, None] * sign).T @ pre}
+        return {"W": (g[:, None] * e).T @ pre}
 
     name = "Contrastive hinge top layer" + (" (grad block)" if grad_block else " (no grad block)")
+    name += "" if sign == "memory" else ", error from the circuit"
     return Checkable(name + ("" if gate == "circuit" else ", gate computed in the update"), spec, {"W": contract}, fn)
 
 
@@ -337,7 +377,7 @@ def simclr_top_checkable(sizes, tau: float = 0.1) -> Checkable:
     ``h`` (``sizes[0]``) and ``z`` (``sizes[1]``), entries ``xA``, ``xB`` (pre activities of views A and B),
     ``zA``, ``zB`` (top activities);
 
-        dW = -(dL/dz^A)^T x^A - (dL/dz^B)^T x^B,      L = simclr_loss(z^A, z^B, tau)
+        dW = -(dL/dz^A)^T x^A - (dL/dz^B)^T x^B,      L = simclr_loss(z^A, z^B, tau)  (gradient: simclr_errors)
 
     The error of a top cell reads every top cell (unit normalisation) and every other sample (the softmax
     over the batch): non-local, even under the most generous contract a hinge circuit is given.
@@ -349,10 +389,7 @@ def simclr_top_checkable(sizes, tau: float = 0.1) -> Checkable:
                         pathways=(HINGE_PATHWAY,))
 
     def fn(s):
-        with torch.enable_grad():
-            zA = s["zA"].detach().requires_grad_(True)
-            zB = s["zB"].detach().requires_grad_(True)
-            gA, gB = torch.autograd.grad(simclr_loss(zA, zB, tau), (zA, zB))
+        _, gA, gB = simclr_errors(s["zA"], s["zB"], tau)
         return {"W": -(gA.T @ s["xA"] + gB.T @ s["xB"])}
 
     return Checkable("SimCLR top layer", spec, {"W": contract}, fn)
