@@ -8,7 +8,11 @@
     run.report()                         # metrics.json, weights.safetensors, receptive_fields.png
 
 ``run_recipe(recipe, out_dir)`` does all of it and returns the metrics. Evaluation: direct association
-("av" and "max") and a linear classifier on the frozen outputs, beside the same network untrained;
+("av" and "max") and a linear classifier on frozen features -- the outputs, or the population
+``[eval] probe_population`` (Tang et al. 2022 probe the last conv layer) -- beside the same network
+untrained, with the classifier also tested on a seeded transformed test set when ``[eval]
+test_transform`` asks (Tang et al. 2022 Table 4; its parameters in ``transformed_test.json``); the
+network may be trained on other data than it is evaluated on (``[data] pretrain_source``);
 the locality of the training step and of the objective's circuits (the checker,
 :mod:`neurolearn.locality`); with ``[eval] spiking``, the trained network in snnTorch / Brian2.
 """
@@ -42,6 +46,19 @@ def _check_recorded_data(folder: Path, record: dict, what: str) -> None:
     if old.get("files") != record["files"]:
         raise DataError(f"{what}: the data differ from what {folder} was trained on "
                         f"(recorded in {path}: {old.get('folder')}; now {record['folder']})")
+    old_pre, new_pre = old.get("pretrain") or {}, record.get("pretrain") or {}
+    if old_pre.get("files") != new_pre.get("files"):
+        raise DataError(f"{what}: the pre-training data differ from what {folder} was trained on "
+                        f"(recorded in {path}: {old_pre.get('folder')}; now {new_pre.get('folder')})")
+
+
+def recipe_data_record(recipe: dict) -> dict:
+    """What a run of ``recipe`` reads (:func:`neurolearn.data.data_record` of ``[data] source``), with the record
+    of ``[data] pretrain_source`` under ``"pretrain"`` when the network is trained on other data."""
+    record = data_record(recipe["data"]["source"])
+    if recipe["data"].get("pretrain_source"):
+        record["pretrain"] = data_record(recipe["data"]["pretrain_source"])
+    return record
 
 
 def _holder_text(info: dict) -> str:
@@ -70,6 +87,17 @@ def load_recipe_data(recipe: dict) -> Dataset:
     return ds
 
 
+def load_pretrain_data(recipe: dict) -> Dataset | None:
+    """The training split of ``[data] pretrain_source`` cut to ``pretrain_limit`` (``None`` when the recipe trains
+    on ``source``)."""
+    d = recipe["data"]
+    if not d.get("pretrain_source"):
+        return None
+    kw = {"test_fraction": d["test_fraction"], "seed": recipe["seed"]} if d["pretrain_source"] == "digits" else {}
+    ds = load_dataset(d["pretrain_source"], **kw)
+    return ds.subset(d["pretrain_limit"] or None, None) if d["pretrain_limit"] else ds
+
+
 @torch.no_grad()
 def responses(credit, net, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     """The network's outputs for ``x`` (in chunks, on the network's device, returned on the CPU),
@@ -79,20 +107,90 @@ def responses(credit, net, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
     return torch.cat([credit.respond(net, x[i: i + chunk].to(dev)).cpu() for i in range(0, x.shape[0], chunk)], 0)
 
 
-def evaluate(credit, net, ds: Dataset, ev: dict, seed: int = 0) -> dict:
-    """Direct association ("av", "max") and linear-classifier test accuracy of ``net`` on ``ds``."""
-    r_train, r_test = responses(credit, net, ds.x_train), responses(credit, net, ds.x_test)
+@torch.no_grad()
+def features(credit, net, x: torch.Tensor, population: int = -1, chunk: int = 2048) -> torch.Tensor:
+    """What the evaluation reads for inputs ``x``: ``population = -1`` the network's outputs as the credit method
+    defines them (:func:`responses`); ``l >= 0`` population ``l`` of the forward pass without dropout,
+    ``h_l = pool_l(f_l(W_l h_{l-1} + b_l))`` (``h_0 = x``), flattened to ``(N, n_l)`` (in chunks, on the CPU)."""
+    if population == -1:
+        return responses(credit, net, x, chunk)
+    if not 0 <= population <= net.n_layers:
+        raise ParameterError(f"features: population must be -1 (the output) or in [0, {net.n_layers}] for this network "
+                             f"of {net.n_layers} layers, got {population}")
+    net.eval()
+    dev = next(net.parameters()).device
+    return torch.cat([net.forward_all(x[i: i + chunk].to(dev))[population].flatten(1).cpu()
+                      for i in range(0, x.shape[0], chunk)], 0)
+
+
+def evaluate(credit, net, ds: Dataset, ev: dict, seed: int = 0, extra_tests: dict | None = None) -> dict:
+    """Direct association ("av", "max") and linear-classifier test accuracy of ``net`` on ``ds``, on the features
+    of ``[eval] probe_population`` (:func:`features`); the same classifier is tested on every ``name: (x, y)`` of
+    ``extra_tests`` too (metric ``linear_<name>``, e.g. ``linear_transformed``)."""
+    pop = ev.get("probe_population", -1)
+    r_train, r_test = features(credit, net, ds.x_train, pop), features(credit, net, ds.x_test, pop)
     out: dict = {}
     if ev["direct_association"]:
         da = direct_association_accuracy(r_train, ds.y_train, r_test, ds.y_test, ds.n_classes)
         out["direct_av"], out["direct_max"] = da["av"], da["max"]
     if ev["linear"]:
+        extra = {name: (features(credit, net, x, pop), y) for name, (x, y) in (extra_tests or {}).items()}
         lp = linear_probe(r_train, ds.y_train, r_test, ds.y_test, ds.n_classes, epochs=ev["linear_epochs"],
                           lr=ev["linear_lr"], decay=ev["linear_decay"], schedule=ev["linear_schedule"],
-                          dropout=ev["linear_dropout"], seed=seed)
+                          dropout=ev["linear_dropout"], batch_size=ev.get("linear_batch", 128), seed=seed,
+                          extra_tests=extra)
         out["linear"] = lp["test"]
+        out.update({f"linear_{name}": lp[name] for name in extra})
+        if pop != -1:
+            out["probe_features"] = r_train.shape[1]
     out["active_cells_per_input"] = (r_test > 0).double().sum(1).mean().item()
     return out
+
+
+def transformed_test(ds: Dataset, ev: dict) -> tuple[torch.Tensor, dict] | None:
+    """The transformed copy of ``ds``'s test images that ``[eval] test_transform`` asks for, flattened like
+    ``ds.x_test``, and the record written to ``transformed_test.json`` (the generator's parameters and per-image
+    draws, the SHA-256 of the float32 pixels); ``None`` for ``"none"``.
+
+    ``"tang_affine_mnist"``: :func:`neurolearn.data.views.transformed_test_set` (Tang et al. 2022 Table 4, the
+    offline substitute of METHODS.md section 5: rotation, isotropic scale and shift drawn from ``transform_seed``)."""
+    kind = ev.get("test_transform", "none")
+    if kind == "none":
+        return None
+    if len(ds.image_shape) != 2:
+        raise ParameterError(f"[eval] test_transform = {kind!r} transforms images; the data {ds.name!r} has samples of "
+                             f"shape {ds.image_shape}")
+    try:
+        from .data.views import transformed_test_set
+    except ImportError:
+        raise ParameterError(f"[eval] test_transform = {kind!r} needs neurolearn.data.views.transformed_test_set, "
+                             "which this installation lacks; set [eval] test_transform = \"none\"") from None
+    settings = {"seed": ev["transform_seed"], "rotation": ev["transform_rotation"],
+                "log_scale": ev["transform_log_scale"], "shift": ev["transform_shift"]}
+    x = ds.x_test.reshape(-1, 1, *ds.image_shape)
+    x_t, params = transformed_test_set(x, **settings)
+    x_t = x_t.reshape(x.shape[0], -1).to(torch.float32).contiguous()
+    if x_t.shape != ds.x_test.shape or not torch.isfinite(x_t).all():
+        raise ValueError(f"transformed_test_set returned {tuple(x_t.shape)} (finite: {bool(torch.isfinite(x_t).all())}) "
+                         f"for a test set of shape {tuple(ds.x_test.shape)}")
+    import hashlib
+
+    record = {"transform": kind, "data": ds.name, "n": x_t.shape[0], **settings,
+              "sha256_float32": hashlib.sha256(x_t.numpy().tobytes()).hexdigest(), "params": _jsonable(params)}
+    return x_t, record
+
+
+def _jsonable(v):
+    """``v`` with tensors and arrays as (nested) lists, for JSON."""
+    if torch.is_tensor(v):
+        return v.detach().cpu().tolist()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
 
 
 def setup_checkables(recipe: dict, objective=None, credit=None) -> list:
@@ -128,14 +226,34 @@ def locality_verdict(recipe: dict, seed: int = 0, objective=None, credit=None) -
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    """Rows (e.g. untrained / trained) of accuracies as a fixed-width table (percent)."""
-    cols = [("direct_av", "direct av"), ("direct_max", "direct max"), ("linear", "linear")]
+    """Rows (e.g. untrained / trained / paper) of accuracies as a fixed-width table (percent)."""
+    cols = [("direct_av", "direct av"), ("direct_max", "direct max"), ("linear", "linear"),
+            ("linear_transformed", "transformed")]
     cols = [c for c in cols if any(c[0] in r for r in rows.values())]
     head = f"{'network':<12}" + "".join(f"{title:>12}" for _, title in cols)
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
         lines.append(f"{name:<12}" + "".join(f"{100 * r[k]:>11.2f}%" if k in r else f"{'-':>12}" for k, _ in cols))
     return "\n".join(lines)
+
+
+def paper_rows(recipe: dict, metrics: dict) -> tuple[dict, list[str]]:
+    """The rows of the published numbers (``paper``, and ``paper untr.`` for the untrained baseline) for the result
+    table, and the line comparing ours with them, from the recipe's header key ``paper`` (none: nothing)."""
+    paper = recipe.get("paper")
+    if not paper:
+        return {}, []
+    key = paper["metric"]
+    rows = {"paper": {key: paper["value"] / 100}}
+    ours = metrics.get("trained", {}).get(key)
+    text = (f"paper ({paper['source'] or 'published'}, {key}): {paper['value']:.2f}%; ours "
+            + (f"{100 * ours:.2f}% ({100 * ours - paper['value']:+.2f} points)" if ours is not None else "not measured"))
+    if paper.get("baseline") is not None:
+        rows["paper untr."] = {key: paper["baseline"] / 100}
+        base = metrics.get("untrained", {}).get(key)
+        text += (f"; untrained: paper {paper['baseline']:.2f}%, ours "
+                 + (f"{100 * base:.2f}%" if base is not None else "not measured"))
+    return rows, [text]
 
 
 def _flat(recipe: dict) -> dict:
@@ -209,6 +327,19 @@ class Run:
         self.metrics: dict = {"recipe": recipe["name"], "data": dataset.name, "sizes": list(net.sizes),
                               "n_train": dataset.x_train.shape[0], "n_test": dataset.x_test.shape[0]}
         self._written = False
+        self.pretrain: Dataset | None = None  # the data trained on, when not dataset's training split
+        self.transformed = None  # (x, record) of [eval] test_transform
+
+    @property
+    def train_data(self) -> Dataset:
+        """The dataset whose training split the network is trained on."""
+        return self.pretrain if self.pretrain is not None else self.dataset
+
+    def extra_tests(self) -> dict:
+        """Further test sets of the classifier: ``{"transformed": (x, y)}`` with ``[eval] test_transform``."""
+        if self.transformed is None:
+            return {}
+        return {"transformed": (self.transformed[0], self.dataset.y_test)}
 
     # ------------------------------------------------------------------ stages 1-3: load, build, validate
     @classmethod
@@ -230,21 +361,37 @@ class Run:
         tr, ev = parts["training"], recipe["eval"]
         t0 = time.perf_counter()
         ds = dataset if dataset is not None else load_recipe_data(recipe)
-        record = None if dataset is not None else data_record(recipe["data"]["source"])
+        record = None if dataset is not None else recipe_data_record(recipe)
         if resume and record is not None:
             _check_recorded_data(out_dir, record, "--resume")
         log(f"data {ds.name}: {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test "
             f"({time.perf_counter() - t0:.1f} s)")
+        pre = load_pretrain_data(recipe)
+        if pre is not None:
+            if tuple(pre.image_shape) != tuple(ds.image_shape):
+                raise SetupError(f"[data] pretrain_source {recipe['data']['pretrain_source']!r} has samples of shape "
+                                 f"{pre.image_shape}, source {recipe['data']['source']!r} {ds.image_shape}: the network "
+                                 "is trained on one and evaluated on the other, so they must agree")
+            log(f"pre-training data {pre.name}: {pre.x_train.shape[0]} samples")
         try:
             net = parts["network"].build(tuple(ds.image_shape), seed=recipe["seed"])
         except ParameterError as e:
             raise SetupError(f"[network] {e}") from None
         objective, credit = parts["objective"], parts["credit"]
         notes: list[str] = []
+        pop = ev["probe_population"]
+        if pop > net.n_layers:
+            raise SetupError(f"[eval] probe_population must be -1 (the output) or a population in [0, {net.n_layers}] "
+                             f"of this network of {net.n_layers} layers, got {pop}")
         try:
-            if objective.needs_labels and ds.n_classes > net.sizes[-1]:
-                raise ParameterError(f"{type(objective).__name__}: the data has {ds.n_classes} classes but the network "
-                                     f"only {net.sizes[-1]} output cells")
+            transformed = transformed_test(ds, ev)
+        except ParameterError as e:
+            raise SetupError(str(e)) from None
+        trained_on = pre if pre is not None else ds
+        try:
+            if objective.needs_labels and trained_on.n_classes > net.sizes[-1]:
+                raise ParameterError(f"{type(objective).__name__}: the data has {trained_on.n_classes} classes but the "
+                                     f"network only {net.sizes[-1]} output cells")
             net.to(torch.device(tr.device))
             trainer = Trainer(net, objective, credit, tr, recipe["seed"], out_dir, progress)
         except ParameterError as e:
@@ -267,6 +414,9 @@ class Run:
             warnings.warn(n, stacklevel=2)
         run = cls(recipe, out_dir, ds, net, objective, credit, trainer, log, resume, notes)
         run.data_record = record
+        run.pretrain, run.transformed = pre, transformed
+        if pre is not None:
+            run.metrics.update(pretrain_data=pre.name, n_pretrain=pre.x_train.shape[0])
         return run
 
     # ------------------------------------------------------------------ stage 4: train
@@ -280,17 +430,25 @@ class Run:
         if self.data_record is not None:
             write_json(self.out_dir / "data.json", self.data_record)
             self.metrics["data_files"] = self.data_record
+        if self.transformed is not None:
+            write_json(self.out_dir / "transformed_test.json", self.transformed[1])
+            self.metrics["transformed_test"] = {k: v for k, v in self.transformed[1].items() if k != "params"}
         self.log(f"recipe {r['name']}: {r['description']}")
         self.log(f"network {self.net.sizes}, {type(self.credit).__name__}, {type(self.objective).__name__}, "
                  f"executor {tr.executor}; run folder {self.out_dir}")
         if self.recipe["eval"]["untrained_baseline"]:
             t0 = time.perf_counter()
-            self.metrics["untrained"] = evaluate(self.credit, self.net, self.dataset, r["eval"], r["seed"])
+            self.metrics["untrained"] = evaluate(self.credit, self.net, self.dataset, r["eval"], r["seed"],
+                                                 self.extra_tests())
             self.log(f"untrained baseline evaluated ({time.perf_counter() - t0:.1f} s)")
         if self.resume and tr.load_checkpoint():
             self.log(f"resumed after epoch {tr.epoch}")
-        ds = self.dataset
-        tr.fit(ds.x_train, ds.y_train if self.objective.needs_labels else None)
+        ds = self.train_data
+        x = ds.x_train
+        shape = getattr(self.net, "input_shape", None)
+        if shape is not None and len(shape) == 3:  # images as maps (C, H, W): what view generators deform
+            x = x.reshape(-1, *shape)
+        tr.fit(x, ds.y_train if self.objective.needs_labels else None)
         m = self.metrics
         m["epochs"], m["history"] = tr.epoch, tr.history
         m["train_seconds"], m["seconds_per_1000_samples"] = tr.train_seconds, tr.seconds_per_1000
@@ -306,7 +464,7 @@ class Run:
         """Accuracy of the trained network, locality verdicts, spiking comparison."""
         r, ev, m = self.recipe, self.recipe["eval"], self.metrics
         t0 = time.perf_counter()
-        m["trained"] = evaluate(self.credit, self.net, self.dataset, ev, r["seed"])
+        m["trained"] = evaluate(self.credit, self.net, self.dataset, ev, r["seed"], self.extra_tests())
         m["eval_seconds"] = time.perf_counter() - t0
         self.log(f"trained network evaluated ({m['eval_seconds']:.1f} s)")
         lines = []
@@ -351,12 +509,15 @@ class Run:
             lines.append(f"fixed-point solver, {ph} phase: {st['sweeps_per_solve']:.1f} sweeps per solve "
                          f"({st['solves']} solves, {st['euler_fallbacks']} Euler fallbacks)")
         lines += [f"note: {n}" for n in self.warnings]
-        m["extra_lines"] = lines
         rows = {}
         if "untrained" in m:
             rows["untrained"] = m["untrained"]
         rows["trained"] = m["trained"]
-        m["table"] = format_table(rows)
+        published, paper_lines = paper_rows(r, m)
+        if published:
+            m["paper"] = r["paper"]
+        m["extra_lines"] = paper_lines + lines
+        m["table"] = format_table(rows | published)
 
     # ------------------------------------------------------------------ stage 6: report
     def report(self) -> dict:
@@ -391,7 +552,7 @@ def load_run(run_dir: str | Path):
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
     recipe = recipes.resolve((run_dir / "recipe.toml").read_text(), str(run_dir / "recipe.toml"))
     ds = load_recipe_data(recipe)
-    _check_recorded_data(run_dir, data_record(recipe["data"]["source"]), "compare")
+    _check_recorded_data(run_dir, recipe_data_record(recipe), "compare")
     parts = recipes.describe_recipe(recipe)
     net = parts["network"].build(tuple(ds.image_shape), seed=recipe["seed"])
     objective, credit = parts["objective"], parts["credit"]

@@ -1,7 +1,8 @@
 """Recipes: one TOML file per experiment, validated key by key, resolved with every default filled.
 
-A recipe has a top level (``name``, ``description``, ``seed``) and the sections ``[data]``,
-``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Nothing here lists keys:
+A recipe has a top level (``name``, ``description``, ``seed``, ``plugins`` and, for a recipe that reproduces a
+published number, ``paper = {value, metric, source, baseline}``: ``neurolearn run`` prints ours beside it) and the
+sections ``[data]``, ``[network]``, ``[objective]``, ``[credit]``, ``[training]``, ``[eval]``. Nothing here lists keys:
 each section is derived from a description (:mod:`neurolearn.describe`) -- ``[data]``, ``[training]``
 and ``[eval]`` from :class:`DataConfig`, :class:`~neurolearn.train.TrainingConfig` and
 :class:`EvalConfig`; ``[network]``, ``[objective]`` and ``[credit]`` from the registered type their
@@ -10,7 +11,8 @@ and ``[eval]`` from :class:`DataConfig`, :class:`~neurolearn.train.TrainingConfi
 An unknown key -- including a key the chosen type does not take -- or a bad value raises
 :class:`RecipeError` naming the file, the section and the key, and listing what is allowed.
 ``neurolearn keys`` prints every section's keys with defaults, allowed values and help.
-The built-in recipes live in the top-level ``models/`` folder (installed as ``neurolearn.recipes``).
+The built-in recipes live in the top-level ``models/`` folder (installed as ``neurolearn.recipes``); the
+reproductions of a paper's table in its subfolders (``models/tang2022/``), run by path.
 """
 
 from __future__ import annotations
@@ -41,6 +43,43 @@ class Header(Description):
     plugins: tuple = param((), "strs", nonempty=False,
                            help="Python files (relative to the recipe) or modules imported first: they register "
                                 "their own objectives, credit methods, rules, layers")
+    paper: dict = param(None, "any", help="the published number this recipe reproduces, printed beside ours: "
+                                          "{value = 80.20, metric = \"linear_transformed\", source = \"Tang et al. 2022 "
+                                          "Table 4\", baseline = 62.66} (metric: a column of the result table; baseline: "
+                                          "the paper's number for the untrained row, optional)")
+
+    def validate(self):
+        if self.paper is not None:
+            object.__setattr__(self, "paper", check_paper(self.paper))
+
+
+#: metrics a recipe's ``paper`` entry may name (columns of the result table)
+PAPER_METRICS = ("linear", "linear_transformed", "direct_av", "direct_max")
+
+
+def check_paper(paper) -> dict:
+    """``paper`` normalised: ``{"value": float in [0, 100], "metric": one of PAPER_METRICS (default "linear"),
+    "source": str, "baseline": float in [0, 100] or absent}``; a :class:`ParameterError` naming the bad entry."""
+    where = "Header: paper"
+    if not isinstance(paper, dict):
+        raise ParameterError(f"{where} must be a table such as {{value = 80.20, metric = \"linear_transformed\", "
+                             f"source = \"Tang et al. 2022 Table 4\"}}, got {paper!r}")
+    unknown = sorted(set(paper) - {"value", "metric", "source", "baseline"})
+    if unknown:
+        raise ParameterError(f"{where}: unknown key(s) {unknown}; allowed: value, metric, source, baseline")
+    out = {"value": None, "metric": paper.get("metric", "linear"), "source": paper.get("source", "")}
+    for key in ("value", "baseline"):
+        v = paper.get(key)
+        if v is None and key == "baseline":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
+            raise ParameterError(f"{where}.{key} must be a percentage in [0, 100], got {v!r}")
+        out[key] = float(v)
+    if out["metric"] not in PAPER_METRICS:
+        raise ParameterError(f"{where}.metric must be one of {', '.join(repr(m) for m in PAPER_METRICS)}, got {out['metric']!r}")
+    if not isinstance(out["source"], str):
+        raise ParameterError(f"{where}.source must be a string, got {out['source']!r}")
+    return out
 
 
 def load_plugins(plugins, base: Path | None = None) -> tuple[str, ...]:
@@ -90,11 +129,18 @@ class DataConfig(Description):
     test_limit: int = param(0, low=0, help="first N test samples (0: all)")
     test_fraction: float = param(0.25, low=0.0, high=1.0, low_open=True, high_open=True,
                                  help="digits only: fraction held out for testing")
+    pretrain_source: str = param("", help="data the network is trained on, when it differs from the evaluation data "
+                                          "(e.g. 'fashion-mnist'; its training split, labels only for objectives that "
+                                          "need them); '': the training split of source")
+    pretrain_limit: int = param(0, low=0, help="first N samples of pretrain_source (0: all)")
 
     def validate(self):
         if not self.source:
             raise ParameterError("DataConfig: source must be a non-empty string ('digits', 'mnist', 'fashion-mnist' "
                                  "or a folder), got ''")
+        if self.pretrain_limit and not self.pretrain_source:
+            raise ParameterError("DataConfig: pretrain_limit applies to pretrain_source, which is '' (training on "
+                                 "source: use train_limit)")
 
 
 @dataclass(frozen=True)
@@ -105,15 +151,31 @@ class EvalConfig(Description):
     linear: bool = param(True, help="linear classifier on the frozen outputs")
     linear_epochs: int = param(50, low=1, help="epochs of the linear classifier")
     linear_lr: float = param(0.1, low=0.0, low_open=True, help="Adam learning rate of the linear classifier")
-    linear_schedule: str = param("exponential", choices=("exponential", "linear"), help="its learning-rate schedule")
+    linear_schedule: str = param("exponential", choices=("exponential", "linear", "none"),
+                                 help="its learning-rate schedule (none: constant)")
     linear_decay: float = param(0.9, low=0.0, high=1.0, low_open=True, help="exponential decay per epoch")
     linear_dropout: float = param(0.2, low=0.0, high=1.0, high_open=True, help="dropout on the classifier's input")
+    linear_batch: int = param(128, low=1, help="mini-batch of the linear classifier")
+    probe_population: int = param(-1, low=-1, help="features the classifier reads: -1 the network's output (as the "
+                                                   "credit method defines it); l >= 0 population l flattened (0: the "
+                                                   "input, l: the output of layer l; E-MNIST3's last conv layer is 3)")
+    test_transform: str = param("none", choices=("none", "tang_affine_mnist"),
+                                help="also test the classifier on a transformed copy of the test set, made from "
+                                     "transform_seed (Tang et al. 2022 Table 4; parameters in transformed_test.json)")
+    transform_seed: int = param(0, low=0, help="seed of the transformed test set")
+    transform_rotation: float = param(0.375, low=0.0, help="rotation angle ~ U(-rotation, rotation) rad "
+                                                           "(neurolearn.data.views.transformed_test_set)")
+    transform_log_scale: float = param(0.375, low=0.0, help="isotropic scale exp(s), s ~ U(-log_scale, log_scale)")
+    transform_shift: float = param(0.5, low=0.0, help="shift ~ U(-shift, shift) per axis in normalised [-1, 1] coordinates")
     untrained_baseline: bool = param(True, help="evaluate the same network untrained too")
     receptive_fields: int = param(64, low=0, help="cells drawn in receptive_fields.png (0: none)")
     locality: bool = param(True, help="check the locality of the training step")
     spiking: str = param("none", choices=("none", "snntorch", "brian2", "both"), help="run the trained network spiking")
     spiking_steps: int = param(200, low=1, help="time steps of the spiking simulation")
 
+
+#: top-level keys whose value is a table (not a section)
+HEADER_TABLES = ("paper",)
 
 #: the typed sections: section -> (registry kind, default type)
 TYPED = {"network": ("network", "mlp"), "objective": ("objective", "self_defined"), "credit": ("credit", "backprop")}
@@ -200,14 +262,15 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
             target.clear()
         target.update(keys)
     for key, value in raw.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in HEADER_TABLES:
             if key not in sections():
                 raise RecipeError(f"{label}: unknown section [{key}]; sections are " + ", ".join(f"[{s}]" for s in sections()))
         elif key not in Header.params():
             raise RecipeError(f"{label}: unknown top-level key {key!r}; allowed: {', '.join(Header.params())} and the "
                               "sections " + ", ".join(f"[{s}]" for s in sections()))
     try:
-        header = Header.from_values({k: v for k, v in raw.items() if not isinstance(v, dict)}, "top level: ")
+        header = Header.from_values({k: v for k, v in raw.items() if not isinstance(v, dict) or k in HEADER_TABLES},
+                                    "top level: ")
     except ParameterError as e:
         raise RecipeError(f"{label}: {e}") from None
     base = Path(label).parent if Path(label).is_file() else None
@@ -294,9 +357,10 @@ def dumps(recipe: dict) -> str:
             return "{" + ", ".join(f"{k} = {fmt(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
-    lines = [f"{k} = {fmt(v)}" for k, v in recipe.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {fmt(v)}" for k, v in recipe.items()
+             if (not isinstance(v, dict) or k in HEADER_TABLES) and v is not None]
     for section, keys in recipe.items():
-        if isinstance(keys, dict):
+        if isinstance(keys, dict) and section not in HEADER_TABLES:
             lines += ["", f"[{section}]"] + [f"{k} = {fmt(v)}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
 
