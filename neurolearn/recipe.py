@@ -201,9 +201,16 @@ def section_class(section: str, values: dict | None = None) -> type:
 
 
 def builtin_recipes() -> dict[str, Any]:
-    """Name -> resource of every recipe shipped in ``models/``."""
+    """Name -> resource of every recipe shipped in ``models/``; those in a sub-folder are named
+    ``folder/name`` (e.g. ``tang2022/e2e_bp``)."""
     root = shipped("neurolearn.recipes")
-    return {p.name[:-5]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    out = {}
+    for p in root.iterdir():
+        if p.name.endswith(".toml"):
+            out[p.name[:-5]] = p
+        elif p.is_dir() and not p.name.startswith(("_", ".")):
+            out.update({f"{p.name}/{q.name[:-5]}": q for q in p.iterdir() if q.name.endswith(".toml")})
+    return out
 
 
 def find_recipe(name_or_path: str | None) -> tuple[str, str]:
@@ -220,6 +227,9 @@ def find_recipe(name_or_path: str | None) -> tuple[str, str]:
     recipes = builtin_recipes()
     if stem in recipes and (p.parent == Path(".") or p.parent.name == "models"):
         return f"models/{stem}.toml", recipes[stem].read_text()
+    sub = f"{p.parent.name}/{stem}"
+    if sub in recipes and p.parent.parent in (Path("."), Path("models")):
+        return f"models/{sub}.toml", recipes[sub].read_text()
     raise RecipeError(
         f"recipe {name_or_path!r} not found: give a path to a .toml file or one of the built-in recipes: "
         + ", ".join(sorted(recipes))
