@@ -20,6 +20,7 @@ from neurolearn.locality import (
 
 SEEDS = range(5)
 KW = {"max_examples": 15}
+SEARCH = {**KW, "max_shrink_calls": 0}  # the search alone (completeness); shrinking: tests/test_locality_shrink.py
 HEBB = Contract("Hebb", allows={"pre", "post"})
 
 
@@ -37,7 +38,7 @@ MANY = {"depends on other cells of the layer", "reads its own weight the contrac
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_planted_kind_is_named_at_every_seed(seed):
-    r = assert_nonlocal(single_layer(many_kinds, HEBB, n_post=3, scalars=["m"]), kinds=MANY, seed=seed, **KW)
+    r = assert_nonlocal(single_layer(many_kinds, HEBB, n_post=3, scalars=["m"]), kinds=MANY, seed=seed, **SEARCH)
     assert r.kinds == MANY
 
 
@@ -45,10 +46,10 @@ def test_every_planted_kind_is_named_at_every_seed(seed):
 def test_backprop_names_weight_transport_at_every_seed(seed):
     """Two and three layers: weight transport (and, for three, W3 read by W1: another layer's weights)."""
     r = assert_nonlocal(lambda s: Backprop().checkable(s), n_populations=3, seed=seed,
-                        kinds={"weight transport", "depends on cells not at the synapse"}, **KW)
+                        kinds={"weight transport", "depends on cells not at the synapse"}, **SEARCH)
     assert r.layer_local("W2") and not r.layer_local("W1")
     r = assert_nonlocal(lambda s: Backprop().checkable(s), n_populations=4, seed=seed,
-                        kinds={"weight transport", "depends on another layer's weights"}, **KW)
+                        kinds={"weight transport", "depends on another layer's weights"}, **SEARCH)
     assert r.layer_local("W3") and not r.layer_local("W2")
 
 
@@ -68,7 +69,7 @@ def test_kinds_in_different_layers_are_all_named(seed):
         return {"A": (s["h"] * gate).T @ s["x"].roll(1, dims=1), "B": s["y"].T @ s["h"] * s["WA"].sum()}
 
     assert_local(Checkable("clean", spec, contracts, clean), seed=seed, **KW)
-    r = check(Checkable("planted", spec, contracts, planted), seed=seed, **KW)
+    r = check(Checkable("planted", spec, contracts, planted), seed=seed, **SEARCH)
     assert {(v.layer, v.kind) for v in r.violations} == {("A", "depends on other cells of the layer"),
                                                          ("B", "depends on another layer's weights")}
 

@@ -5,15 +5,24 @@ For every layer ``l`` and synapse ``(i, j)`` (post cell ``i``, pre cell ``j``) o
 :class:`~neurolearn.locality.contract.Contract` forbids for that synapse is perturbed, one group at
 a time, and ``dW_l[i, j]`` is compared before and after (DESIGN.md section 4). Perturbation is the
 ground truth: top-k, sign and thresholds have zero gradients, so each group is perturbed in several
-ways -- Gaussian noise, a large positive and a large negative value, and a copy of the synapse's own
-allowed value (a tie) -- which moves a competition's winners when the update depends on it.
+ways -- Gaussian noise, a large positive and a large negative value, a copy of the synapse's own
+allowed value (a tie) and a sign flip with a moderate step -- which moves a competition's winners when
+the update depends on it.
 
-States are drawn with Hypothesis: population sizes (when a factory is checked), batch size, and per
-entry a value style (Gaussian, uniform [0, 1], binary, few distinct values with exact ties, extreme
-magnitudes, zeros) -- in half the states; the others are Gaussian throughout, so that no factor of a
-whole step vanishes by its style. The search keeps going after a violation until ``max_examples`` states (or
-``time_budget_s``) so that every kind a rule commits is named; then a second Hypothesis pass shrinks a
-failing state to the smallest it can find, which the report shows. With a time axis
+Every number of every state is a Hypothesis draw (:mod:`neurolearn.locality.strategies`), as are the
+population sizes (when a factory is checked) and the batch size: per entry a value style (Gaussian-range,
+uniform [0, 1], binary, few distinct values with exact ties, extreme magnitudes, zeros, mixed, generic)
+in half the states; the others are generic throughout (Gaussian-range, one number in eight special), so
+that no factor of a whole step vanishes by its style. The values are biased towards generic-but-nasty
+numbers: ``0.0`` and ``-0.0``, tiny (``1e-30``, subnormals) and large (``1e4``) magnitudes, ``+-1``,
+the bounds, and repeated numbers (ties); ``Report.special_values`` counts the states that held each.
+The search keeps going after a violation until ``max_examples`` states (or ``time_budget_s``) so that
+every kind a rule commits is named. Then a second Hypothesis run with the same seed draws the same
+states, stops at the search's first failing one, and shrinks it -- sizes, batch and every number --
+keeping only states that commit the same violation kind in the same layer: the report prints the
+smallest (few cells, one sample, numbers such as ``0.0`` and ``1.0``) in full and ``Report.replay``
+finds the violation again in it. Each state is drawn at the largest sizes and cut to its own, keeping
+the cells with the most nonzero numbers, so that a size shrinks without disturbing the numbers that matter. With a time axis
 (``StateSpec(time=T)``) the update returns ``dW`` at every step and steps after ``t`` are perturbed too:
 a change of ``dW[t]`` is *reads the future*. For a :class:`~neurolearn.locality.contract.Shared` layer
 each position's term of the kernel update is checked as the update of the synapse it belongs to. Runs
@@ -39,10 +48,10 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 from torch.overrides import TorchFunctionMode
 
+from . import strategies as nls
 from .contract import (PER_SAMPLE, Cells, CellParam, Checkable, Contract, Fixed, SampleScalar, Scalar, Shared, Signal,
                        StateSpec, Trace, Weight)
-
-STYLES = ("normal", "uniform", "binary", "ties", "extreme", "zeros")
+from .strategies import STYLES  # noqa: F401  (re-exported: the styles of draw_state)
 
 
 class CheckerError(ValueError):
@@ -76,8 +85,13 @@ class Violation:
 class Report:
     """Result of :func:`check`: per-layer verdicts, the violations found, the smallest failing case.
 
-    ``failing_state`` is that case's state itself (``{entry: tensor}``, written out in ``str(report)``),
-    so ``checkable.update(report.failing_state)`` replays it.
+    ``failing_state`` is that case's state itself (``{entry: tensor}``, written out in ``str(report)``,
+    :func:`neurolearn.locality.strategies.parse` reads it back), ``failing_violation`` the violation it
+    commits and ``failing_seed`` the seed of its perturbations: ``report.replay(checkable)`` finds that
+    violation again. ``special_values`` counts the searched states holding each special value (``0.0``,
+    ``-0.0``, ``tiny``, ``large``, ``ties``: :func:`neurolearn.locality.strategies.special_counts`);
+    ``shrink_calls`` is how many states Hypothesis tried while shrinking; ``failing_sizes`` the population
+    sizes of the failing state when a factory was checked.
     """
 
     name: str
@@ -87,6 +101,12 @@ class Report:
     seconds: float = 0.0
     smallest: str = ""
     failing_state: dict = field(default_factory=dict)
+    failing_violation: Violation | None = None
+    failing_seed: int = 0
+    failing_sizes: list = field(default_factory=list)
+    special_values: dict = field(default_factory=dict)
+    shrink_calls: int = 0
+    replay_settings: dict = field(default_factory=dict)
 
     @property
     def local(self) -> bool:
@@ -102,6 +122,23 @@ class Report:
         """The distinct violation kinds found."""
         return {v.kind for v in self.violations}
 
+    def replay(self, target, state: Mapping[str, torch.Tensor] | None = None) -> list:
+        """The violations of ``failing_violation``'s layer and kind that ``state`` (by default
+        ``failing_state``, e.g. parsed back from the printed report) commits, perturbed as the checker did.
+
+        ``target`` is the checked :class:`Checkable`, or the factory that was checked (called with
+        ``failing_sizes``)."""
+        if self.failing_violation is None:
+            raise CheckerError(f"{self.name}: the report has no failing state to replay (the verdict is local)")
+        checkable = target if isinstance(target, Checkable) else _checked_factory(target)(self.failing_sizes)
+        state = dict(self.failing_state if state is None else state)
+        spec = checkable.spec
+        batch = next((int(state[k].shape[0]) for k, e in spec.entries.items() if isinstance(e, PER_SAMPLE) and k in state), 1)
+        v = self.failing_violation
+        return violations_in(checkable, state, batch, self.replay_settings.get("synapses_per_layer", 6),
+                             torch.Generator().manual_seed(self.failing_seed), rtol=self.replay_settings.get("rtol"),
+                             only={(v.layer, v.kind)})
+
     def __str__(self) -> str:
         lines = [f"{self.name}: {'LOCAL' if self.local else 'NON-LOCAL'} "
                  f"({self.examples} states, {self.seconds:.2f} s)"]
@@ -113,7 +150,9 @@ class Report:
         if self.smallest:
             lines.append(f"  smallest failing state: {self.smallest}")
         if self.failing_state:
-            lines.append("  its values: " + "; ".join(f"{k} = {v.tolist()}" for k, v in self.failing_state.items()))
+            lines.append("  its values: " + nls.describe(self.failing_state))
+            lines.append(f"  replay: report.replay(checkable), or with the values above parsed by "
+                         f"strategies.parse (perturbation seed {self.failing_seed})")
         return "\n".join(lines)
 
 
@@ -344,7 +383,7 @@ def _perturbations(state, group: _Group, own_value: float, gen: torch.Generator)
     yield torch.full(shape, 100.0 * scale)
     yield torch.full(shape, -100.0 * scale)
     yield torch.full(shape, own_value)
-    yield -part + 1.0
+    yield -part + 0.5 * scale  # a sign flip and a moderate step (at simple states 0 -> 0.5: off the kinks at 0 and +-1)
 
 
 class _Precision(TorchFunctionMode):
@@ -389,6 +428,8 @@ def _magnitude(*tensors) -> float:
 def _moved_mask(a: torch.Tensor, b: torch.Tensor, rtol: float, magnitude: float) -> torch.Tensor:
     """Elementwise: ``a`` differs from ``b`` beyond rounding, by more than ``rtol (|a| + |b| + magnitude)``;
     NaN against a number and different infinities count, NaN against NaN does not."""
+    if a.shape == b.shape and torch.equal(a, b):  # the common case (a local rule): nothing moved
+        return torch.zeros(a.shape, dtype=torch.bool)
     a, b = a.double(), b.double()
     nan_a, nan_b = torch.isnan(a), torch.isnan(b)
     inf = torch.isinf(a) | torch.isinf(b)
@@ -457,12 +498,15 @@ def synapses_of(spec: StateSpec, layer_name: str) -> list:
 
 
 def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_layer: int, gen: torch.Generator,
-                  first_only: bool = False, rtol: float | None = None, skip=()) -> list:
+                  first_only: bool = False, rtol: float | None = None, skip=(), only=None) -> list:
     """All violations found in one state (for the synapses examined).
 
     ``rtol`` is the relative tolerance of a change; by default :func:`rounding_tolerance` of the
     lowest precision the update computes in (recorded while it runs on ``state``). Kinds already
-    named, ``(layer, kind)`` pairs in ``skip``, are not searched for again.
+    named, ``(layer, kind)`` pairs in ``skip``, are not searched for again; with ``only`` (a set of
+    ``(layer, kind)`` pairs) only those are. ``gen`` draws one number; the synapses examined and each
+    group's random perturbation come from generators seeded by it, the layer, the synapse and the
+    group, so a violation is found again whatever else is skipped (the shrink looks for one kind only).
     """
     spec = checkable.spec
     precision = _Precision()
@@ -470,22 +514,26 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
         base = _call(checkable, state)
     if rtol is None:
         rtol = rounding_tolerance(precision.dtypes | {v.dtype for v in state.values()} | {v.dtype for v in base.values()})
+    root = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     found = []
-    for layer in spec.layers:
+    for li, layer in enumerate(spec.layers):
+        if only is not None and not any(name == layer.name for name, _ in only):
+            continue
         contract = checkable.contracts[layer.name]
         pairs = synapses_of(spec, layer.name)
         if len(pairs) > synapses_per_layer:
-            pick = torch.randperm(len(pairs), generator=gen)[:synapses_per_layer].tolist()
-            pairs = [pairs[p] for p in pick]
+            pick = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(root * 131 + li))[:synapses_per_layer]
+            pairs = [pairs[p] for p in pick.tolist()]
         seen_kinds = {kind for name, kind in skip if name == layer.name}
         magnitude = _magnitude(base[layer.name])
-        for index, i, j, weight_index, label in pairs:
+        for pi, (index, i, j, weight_index, label) in enumerate(pairs):
             own = base[layer.name][index]
-            for g in forbidden_groups(spec, layer.name, i, j, contract, batch, weight_index):
-                if g.kind in seen_kinds:
+            for gi, g in enumerate(forbidden_groups(spec, layer.name, i, j, contract, batch, weight_index)):
+                if g.kind in seen_kinds or (only is not None and (layer.name, g.kind) not in only):
                     continue
                 own_value = _own_value(spec, state, layer, g, i, j)
-                for new in _perturbations(state, g, own_value, gen):
+                noise = torch.Generator().manual_seed((((root * 1009 + li) * 100_003 + pi) * 10_007 + gi) % 2**63)
+                for new in _perturbations(state, g, own_value, noise):
                     pert = dict(state)
                     t = state[g.key].clone()
                     t[g.index] = new.to(t.dtype)
@@ -504,7 +552,8 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
                         break
                 if first_only and found:
                     return found
-        if contract.batch == "samples" and batch > 1 and "batch statistics" not in seen_kinds:
+        wanted = only is None or (layer.name, "batch statistics") in only
+        if contract.batch == "samples" and batch > 1 and "batch statistics" not in seen_kinds and wanted:
             parts = [_call(checkable, _slice_batch(spec, state, b))[layer.name] for b in range(batch)]
             total = sum(p.double() for p in parts)
             whole = base[layer.name].double()
@@ -518,6 +567,8 @@ def violations_in(checkable: Checkable, state: dict, batch: int, synapses_per_la
                                        "batch statistics",
                                        "another sample of the batch (the update is not the sum of per-sample updates)",
                                        "dW[" + ", ".join(map(str, where)) + "]" if len(where) != 2 else ""))
+                if first_only:
+                    return found
     return found
 
 
@@ -563,6 +614,81 @@ def _checked_factory(factory):
     return make
 
 
+_SAMPLES = ("the samples of the batch",)  # the owner of a batch axis (not a population name)
+
+
+def _axis_owners(spec: StateSpec, key: str) -> tuple:
+    """Per axis of entry ``key``: the population whose cells it indexes, :data:`_SAMPLES`, or None (time, kernel)."""
+    e = spec.entries[key]
+    if isinstance(e, Weight):
+        layer = spec.layer(e.layer)
+        return (None,) * len(layer.kernel_shape) if isinstance(layer, Shared) else (layer.post, layer.pre)
+    if isinstance(e, Fixed):
+        return (e.post, e.pre)
+    if isinstance(e, CellParam):
+        return (e.population,)
+    if isinstance(e, Scalar):
+        return ()
+    steps = () if spec.time is None else (None,)
+    return (_SAMPLES,) + steps + (() if isinstance(e, SampleScalar) else (e.population,))
+
+
+def _cut(spec: StateSpec, batch: int, full: dict, big: StateSpec, max_batch: int) -> dict:
+    """The state for ``spec`` cut from ``full``, drawn for the largest spec ``big`` (``max_batch`` samples).
+
+    Of every population (and of the samples) the cells with the most numbers other than ``0.0``, over
+    every entry, are kept, in their order: when Hypothesis shrinks a size, the numbers a violation needs stay, so
+    sizes and batch shrink with the numbers. Entries that cannot be cut are left out (drawn directly).
+    """
+    def count(owner, sp, b):
+        return b if owner is _SAMPLES else sp.populations.get(owner)
+
+    usable = {}
+    for key, t in full.items():
+        owners = _axis_owners(spec, key)
+        want = spec.shape(key, batch)
+        ok = len(owners) == t.dim() == len(want) and all(
+            (o is None and m == w) or (o is not None and m == count(o, big, max_batch) and w == count(o, spec, batch))
+            for o, m, w in zip(owners, t.shape, want))
+        if ok:
+            usable[key] = owners
+    scores: dict = {}
+    for key, owners in usable.items():
+        nonzero = ((full[key] != 0) | torch.signbit(full[key])).double()  # -0.0 counts: it may be what matters
+        for axis, owner in enumerate(owners):
+            if owner is not None:
+                others = [a for a in range(nonzero.dim()) if a != axis]
+                per_cell = nonzero.sum(dim=others) if others else nonzero
+                scores[owner] = scores.get(owner, 0) + per_cell
+    keep = {}
+    for owner, score in scores.items():
+        need = count(owner, spec, batch)
+        order = sorted(range(len(score)), key=lambda c: (-float(score[c]), c))[:need]
+        keep[owner] = torch.tensor(sorted(order), dtype=torch.long)
+    state = {}
+    for key, owners in usable.items():
+        t = full[key]
+        for axis, owner in enumerate(owners):
+            if owner is not None and t.shape[axis] != len(keep[owner]):
+                t = t.index_select(axis, keep[owner])
+        state[key] = t.clone()
+    return state
+
+
+class _OutOfBudget(BaseException):
+    """Raised inside the shrink when its budget is spent: a BaseException, so Hypothesis stops at once."""
+
+
+@dataclass
+class _Case:
+    sizes: list
+    checkable: Checkable
+    batch: int
+    styles: dict
+    state: dict
+    perturbation_seed: int
+
+
 def check(
     target: Checkable | Callable[[Sequence[int]], Checkable],
     *,
@@ -575,6 +701,7 @@ def check(
     time_budget_s: float = 20.0,
     dtype: torch.dtype = torch.float64,
     rtol: float | None = None,
+    max_shrink_calls: int = 250,
 ) -> Report:
     """Check ``target`` against its contracts; return a :class:`Report`.
 
@@ -584,9 +711,17 @@ def check(
     float32 tensors, e.g. through a float32 ``nn.Linear``, can be checked on float32 states). A change
     counts when it exceeds ``rtol`` relative to the update's magnitude; by default
     :func:`rounding_tolerance` of the lowest precision the update computes in, whatever the states' dtype.
+
+    Every number of every state is a Hypothesis draw (:mod:`neurolearn.locality.strategies`: per entry
+    a style, or Gaussian-range numbers throughout in half the states). The search examines
+    ``max_examples`` states (within ``time_budget_s``) and names every kind it finds; then a second
+    Hypothesis run with the same seed draws the same states, fails at the first failing one of the
+    search -- for the kind of its first violation only -- and shrinks it (sizes, batch, each number),
+    trying at most ``max_shrink_calls`` states (0: no shrink, the search's failing state is reported).
     """
     for name, value, low in (("max_examples", max_examples, 1), ("max_size", max_size, 1), ("max_batch", max_batch, 1),
-                             ("seed", seed, 0), ("synapses_per_layer", synapses_per_layer, 1)):
+                             ("seed", seed, 0), ("synapses_per_layer", synapses_per_layer, 1),
+                             ("max_shrink_calls", max_shrink_calls, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise CheckerError(f"check: {name} must be an integer >= {low}, got {value!r}")
     if isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
@@ -611,73 +746,101 @@ def check(
     if missing:
         raise CheckerError(f"check: {probe.name}: contracts must map every layer to a Contract; missing or not a "
                            f"Contract for {missing} (contracts: {dict(probe.contracts)})")
-    report = Report(probe.name, dict(probe.contracts))
+    report = Report(probe.name, dict(probe.contracts), special_values=dict.fromkeys(("0.0", "-0.0", "tiny", "large", "ties"), 0),
+                    replay_settings={"synapses_per_layer": synapses_per_layer, "rtol": rtol})
     found: dict = {}
-    last_failing: dict = {}
+    first: dict = {}  # the search's first failing state: its index among the drawn states, case, violation
+    best: dict = {}  # the shrink's latest failing state (Hypothesis tries only simpler ones than its current)
     errors: list = []
+    calls = [0]
     t0 = time.perf_counter()
+    sizes_st = nls.sizes(n_pop, max_size)
+    big = factory([max_size] * n_pop) if n_pop else target
+    largest = {key: tuple(big.spec.shape(key, max_batch)) for key in big.spec.entries}
+    style_st = st.sampled_from(nls.VALUE_STYLES)
 
-    sizes_st = st.lists(st.integers(1, max_size), min_size=n_pop, max_size=n_pop)
-    searching = [True]
-
-    def body(data):
+    def draw_case(data) -> _Case:
         sizes = data.draw(sizes_st) if n_pop else []
         ch = factory(sizes) if n_pop else target
         batch = data.draw(st.integers(1, max_batch))
-        if data.draw(st.booleans()):  # half the states generic (every entry Gaussian): no factor vanishes by style
-            styles = {k: "normal" for k in ch.spec.entries}
+        if data.draw(st.booleans()):  # half the states generic (every entry Gaussian-range): no factor vanishes by style
+            styles = {k: "generic" for k in ch.spec.entries}
         else:
-            styles = {k: data.draw(st.sampled_from(STYLES)) for k in ch.spec.entries}
-        s = data.draw(st.integers(0, 2**31 - 1))
-        if searching[0]:  # every searched state fresh, even where Hypothesis repeats its simplest draws
-            s += 1_000_003 * (report.examples + 1)
-        gen = torch.Generator().manual_seed(seed * 7919 + s)
-        state = draw_state(ch.spec, batch, styles, seed * 104729 + s, dtype)
-        if time.perf_counter() - t0 > (time_budget_s if searching[0] else 2 * time_budget_s) or errors:
+            styles = {k: data.draw(style_st) for k in ch.spec.entries}
+        full = {key: data.draw(nls.values_in(largest[key], styles[key], dtype)) for key in ch.spec.entries if key in largest}
+        state = _cut(ch.spec, batch, full, big.spec, max_batch)
+        for key in ch.spec.entries:  # what cannot be cut from the largest state is drawn at its own shape
+            if key not in state:
+                state[key] = data.draw(nls.values_in(ch.spec.shape(key, batch), styles[key], dtype))
+        return _Case(list(sizes), ch, batch, styles, state, data.draw(st.integers(0, 2**31 - 1)))
+
+    def search_body(data):
+        case = draw_case(data)
+        index = calls[0]
+        calls[0] += 1
+        if time.perf_counter() - t0 > time_budget_s or errors:
             return
-        try:
-            if searching[0]:  # the search: every state, every kind not yet named
-                report.examples += 1
-                vs = violations_in(ch, state, batch, synapses_per_layer, gen, rtol=rtol, skip=set(found))
-            else:  # the shrink: any violation makes the state a failing one
-                vs = violations_in(ch, state, batch, synapses_per_layer, gen, first_only=True, rtol=rtol)
+        report.examples += 1
+        for k, n in nls.special_counts(case.state, dtype).items():
+            report.special_values[k] += n
+        try:  # every state, every kind not yet named
+            vs = violations_in(case.checkable, case.state, case.batch, synapses_per_layer,
+                               torch.Generator().manual_seed(case.perturbation_seed), rtol=rtol, skip=set(found))
         except CheckerError as e:
             errors.append(e)
             return
-        if searching[0]:
-            for v in vs:
-                found.setdefault((v.layer, v.kind), v)
-        elif vs:
-            last_failing.update(sizes=sizes, batch=batch, styles=styles, violations=vs, state=state)
+        for v in vs:
+            found.setdefault((v.layer, v.kind), v)
+        if vs and not first:
+            first.update(index=index, case=case, violation=vs[0])
+
+    def shrink_body(data):
+        case = draw_case(data)
+        index = calls[0]
+        calls[0] += 1
+        if index < first["index"]:
+            return  # the same draws as in the search, where these states committed nothing
+        if report.shrink_calls >= max_shrink_calls or time.perf_counter() - t0 > 2 * time_budget_s:
+            raise _OutOfBudget
+        report.shrink_calls += 1
+        target_kind = (first["violation"].layer, first["violation"].kind)
+        try:
+            vs = violations_in(case.checkable, case.state, case.batch, synapses_per_layer,
+                               torch.Generator().manual_seed(case.perturbation_seed), first_only=True, rtol=rtol,
+                               only={target_kind})
+        except CheckerError:
+            return  # a state the shrink made up that the update cannot take is not a smaller example of the violation
+        if vs:
+            best.update(case=case, violation=vs[0])
             raise _Found(str(vs[0]))
 
     # seeded by `seed` alone (derandomize would seed from this function's source, so an edit of the
-    # checker would change every report)
+    # checker would change every report); both runs draw the same states in the same order
     common = {"derandomize": False, "database": None, "deadline": None, "print_blob": False,
-              "suppress_health_check": list(HealthCheck)}
-    search = hypothesis_seed(seed)(settings(max_examples=max_examples, phases=[Phase.explicit, Phase.generate],
-                                            **common)(given(data=st.data())(body)))
-    shrink = hypothesis_seed(seed)(settings(max_examples=max_examples, phases=[Phase.generate, Phase.shrink],
-                                            **common)(given(data=st.data())(body)))
+              "suppress_health_check": list(HealthCheck), "max_examples": max_examples}
+    search = hypothesis_seed(seed)(settings(phases=[Phase.generate], **common)(given(data=st.data())(search_body)))
+    shrink = hypothesis_seed(seed)(settings(phases=[Phase.generate, Phase.shrink], **common)(given(data=st.data())(shrink_body)))
     try:
         search()  # keeps going after a violation, so every kind the rule commits is named
     except HypothesisException as e:  # pragma: no cover - hypothesis internals
         raise CheckerError(f"check: hypothesis failed: {e}") from e
-    if found and not errors:
-        searching[0] = False
-        try:
-            shrink()  # then Hypothesis shrinks a failing state to the smallest it finds
-        except _Found:
-            pass
-        except HypothesisException:  # the shrink only finds the report's smallest case; when the time budget
-            pass  # cuts a replay short (Hypothesis calls it flaky) the search's verdict stands without it
     if errors:  # a crash is not a verdict: report it rather than "local"
         raise errors[0]
+    if first and max_shrink_calls > 0:
+        calls[0] = 0
+        try:
+            shrink()  # Hypothesis shrinks the first failing state, each number included
+        except (_Found, _OutOfBudget):
+            pass
+        except HypothesisException:  # a replay cut short by the budget (Hypothesis calls it flaky): keep the best so far
+            pass
     report.violations = sorted(found.values(), key=lambda v: (v.layer, v.kind))
-    if last_failing:
-        report.smallest = (f"sizes {last_failing['sizes'] or 'fixed'}, batch {last_failing['batch']}, values "
-                           + ", ".join(f"{k}:{v}" for k, v in last_failing["styles"].items())
-                           + f" -> {last_failing['violations'][0]}")
-        report.failing_state = last_failing["state"]
+    if first:
+        case, violation = (best["case"], best["violation"]) if best else (first["case"], first["violation"])
+        report.smallest = f"sizes {case.sizes or 'fixed'}, batch {case.batch} -> {violation}"
+        report.failing_state = case.state
+        report.failing_violation = violation
+        report.failing_seed = case.perturbation_seed
+        report.failing_sizes = case.sizes
     report.seconds = time.perf_counter() - t0
     return report

@@ -46,11 +46,15 @@ def builtin_checks() -> list:
     ] + builtin_steps() + [e.as_tuple() for e in catalog()]
 
 
-def run_builtin_checks(seed: int = 0, max_examples: int = 20) -> list[tuple[Report, bool]]:
+#: the shrink budget of each check the command runs (smaller than ``check``'s default: the table is the point)
+SHRINK_CALLS = 150
+
+
+def run_builtin_checks(seed: int = 0, max_examples: int = 20, max_shrink_calls: int = SHRINK_CALLS) -> list[tuple[Report, bool]]:
     """Check every built-in; returns ``(report, expected_local)`` pairs, ``report.expected_kinds`` set on each."""
     out = []
     for f, n, expected, kinds in builtin_checks():
-        report = check(f, n_populations=n, seed=seed, max_examples=max_examples)
+        report = check(f, n_populations=n, seed=seed, max_examples=max_examples, max_shrink_calls=max_shrink_calls)
         report.expected_kinds = set(kinds)
         out.append((report, expected))
     return out
