@@ -96,6 +96,9 @@ def main_check_locality(argv) -> int:
     ap.add_argument("--max-examples", type=at_least(1), default=20, help="states drawn per check (>= 1)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # the checked states are tiny: more threads only add synchronisation
     t0 = time.perf_counter()
     results = run_builtin_checks(args.seed, args.max_examples)
     print(format_table(results))
