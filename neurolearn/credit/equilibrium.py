@@ -5,7 +5,7 @@ fixed-point solver -- are :mod:`neurolearn.networks.bidirectional`. This module 
 updates (Scellier & Bengio 2017; Liu et al. 2024; Laborieux et al. 2021): a free phase of
 ``free_steps`` steps from ``s = 0``, the objective's target ``d`` decided on the free output, a nudged
 phase of ``nudged_steps`` steps from the free state with ``beta``, and the :class:`ContrastiveHebbian`
-rule on every layer,
+rule on every layer (the output states times the output dropout mask: a dropped cell does not learn),
 
     g_l = -1/(beta B) [ rho(s_l^beta)^T rho(s_{l-1}^beta) - rho(s_l^0)^T rho(s_{l-1}^0) ],
 
@@ -15,6 +15,13 @@ never backprop through the relaxation. ``beta_sign``: ``"positive"`` (always +be
 ``free_solver`` / ``nudged_solver`` choose the published Euler steps or the fixed-point solver per
 phase; its counts (solves, sweeps, Euler fallbacks) are the method's state (``state["solver"]``).
 The nudge needs a target: the objective must give one (``gives_target``).
+
+Input dropout (``input_dropout``): ``"scaled"`` multiplies the clamped input by ``r / (1 - p)``,
+``r ~ Bernoulli(1 - p)`` (inverted dropout: the training drive has the test drive's mean);
+``"unscaled"`` by ``r`` alone, as the authors' EP code does (Liu et al. 2024, ``funcs/tools.py``
+``drop_all_layers``: the training drive is ``(1 - p)`` times the test drive on average). Same random
+draws either way. Side by side with their code (issue 14, docs/results.md) the unscaled mask is what
+reaches their accuracy on the one-layer network.
 """
 
 from __future__ import annotations
@@ -28,13 +35,26 @@ from .._validate import ParameterError
 from ..describe import param, register
 from ..locality.contract import Cells, Checkable, Layer, StateSpec, Weight
 from ..networks import bidirectional as bd
+from ..networks.feedforward import keep_mask
 from ..networks.layers import ops
 from ..plasticity.base import apply_updates
 from ..plasticity.contrastive_hebbian import ContrastiveHebbian
 from .base import CreditMethod
 
 BETA_SIGNS = ("positive", "random", "symmetric")
+INPUT_DROPOUT = ("scaled", "unscaled")
 SOLVERS = bd.SOLVERS
+
+
+def mask_output(states: list, mask: torch.Tensor) -> list:
+    """``states`` with the output ``s_L`` times the output dropout mask ``m`` (the update's view of it).
+
+    A dropped output cell is held at 0 in both phases by the authors' code (Liu et al. 2024,
+    ``ep/network.py``: ``s = m (s + dt ds/dt)`` every step), so it does not learn from that sample. Here
+    it is not nudged (``beta m``), but its free phase stops ``(1 - dt)^T`` short of the fixed point and
+    the nudged phase relaxes it further, a change of about ``1e-4 u`` it would otherwise learn from.
+    """
+    return list(states[:-1]) + [states[-1] * mask]
 
 
 @register("credit", "equilibrium")
@@ -52,7 +72,23 @@ class EquilibriumProp(CreditMethod):
     free_solver: str = param("euler", choices=SOLVERS, help="free phase: published Euler steps or fixed-point sweeps")
     nudged_solver: str = param("euler", choices=SOLVERS, help="nudged phase: Euler steps or fixed-point sweeps")
     solver_tol: float = param(1e-4, low=0.0, low_open=True, help="fixed-point solver: largest move at convergence")
+    input_dropout: str = param("scaled", choices=INPUT_DROPOUT,
+                               help="input dropout mask r/(1-p) (scaled) or r (unscaled: the authors' EP code)")
     rule: ContrastiveHebbian = field(default_factory=ContrastiveHebbian)
+
+    def input_scale(self, p: float) -> float:
+        """Factor of the kept inputs under input dropout ``p``: ``1 / (1 - p)`` (scaled) or 1 (unscaled)."""
+        return 1.0 if self.input_dropout == "unscaled" or p == 0 else 1.0 / (1 - p)
+
+    def drop_input(self, net, x: torch.Tensor, generator=None) -> torch.Tensor:
+        """``x`` times the input dropout mask: ``x r / (1 - p)`` (scaled) or ``x r`` (unscaled),
+        ``r ~ Bernoulli(1 - p)`` drawn as the network draws it (``x`` itself when ``p = 0``)."""
+        p = net.dropout[0]
+        if p == 0:
+            return x
+        if self.input_dropout == "scaled":
+            return net.drop(x, 0, generator)
+        return x * keep_mask(x.shape, 1 - p, generator, x.device)
 
     def how(self, phase: str) -> bd.Relaxation:
         """The :class:`~neurolearn.networks.bidirectional.Relaxation` of ``phase`` ("free" or "nudged")."""
@@ -94,7 +130,7 @@ class EquilibriumProp(CreditMethod):
     def step(self, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
         """Free phase, target on the free output, nudged phase(s), contrastive Hebbian update."""
         stats = state.setdefault("solver", Counter())
-        x = net.drop(net.check_input(x), 0, generator)
+        x = self.drop_input(net, net.check_input(x), generator)
         drive0 = ops(net.layers[0]).current(net.layers[0], x)
         free = self.relax(net, x, drive0=drive0, stats=stats)
         mask = net.output_mask(x.shape[0], generator, x.device)
@@ -109,6 +145,8 @@ class EquilibriumProp(CreditMethod):
             phases_a, phases_b, scale = nudged, other, 1.0 / (2 * beta * x.shape[0])
         else:
             phases_a, phases_b, scale = nudged, free, 1.0 / (beta * x.shape[0])
+        if mask is not None:  # a dropped output cell does not learn (see mask_output)
+            phases_a, phases_b = mask_output(phases_a, mask), mask_output(phases_b, mask)
         pre_a, pre_b = [x] + phases_a[:-1], [x] + phases_b[:-1]
         updates = [self.rule.factors(pre_a[l], phases_a[l], pre_b[l], phases_b[l], scale) for l in range(net.n_layers)]
         apply_updates(optimizer, list(net.layers), updates)

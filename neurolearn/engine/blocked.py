@@ -259,7 +259,8 @@ class BlockedDenseExecutor(Executor):
             if n_dense < len(cols):  # the rare columns' weights, transposed for the sparse products
                 compact_t = W[:, cols[n_dense:]].T.contiguous()
         p_in = net.dropout[0]
-        scale_in = 1.0 / (1 - p_in)
+        # inverted dropout 1/(1-p), or the unscaled mask of EquilibriumProp(input_dropout="unscaled")
+        scale_in = t.credit.input_scale(p_in) if isinstance(t.credit, EquilibriumProp) else 1.0 / (1 - p_in)
         batches = batch_indices(x.shape[0], t.config.batch_size, t.seed, epoch)
         total, n = 0.0, 0
         for start in range(0, len(batches), block):
@@ -269,7 +270,9 @@ class BlockedDenseExecutor(Executor):
             for idx, (m_in, _, _) in zip(group, draws):
                 xi = self.x_active[idx]
                 if m_in is not None:
-                    xi = xi * (m_in if cols is None else m_in[:, cols]) * scale_in
+                    xi = xi * (m_in if cols is None else m_in[:, cols])
+                    if scale_in != 1.0:
+                        xi = xi * scale_in
                 parts.append(xi)
             block_x = torch.cat(parts)
             defer = DeferredLayer(layer, t.optimizer.param_groups[0]["lr"], block_x, compact, compact_t)
@@ -315,8 +318,11 @@ class BlockedDenseExecutor(Executor):
         nudged = bd.relax(net, xi, free, credit.nudged_steps, beta, d, mask, u, credit.how("nudged"), stats)
         if credit.beta_sign == "symmetric":
             other = bd.relax(net, xi, free, credit.nudged_steps, -beta, d, mask, u, credit.how("nudged"), stats)
-            f = credit.rule.factors(xi, nudged[0], xi, other[0], 1.0 / (2 * beta * xi.shape[0]))
+            a, b, scale = nudged[0], other[0], 1.0 / (2 * beta * xi.shape[0])
         else:
-            f = credit.rule.factors(xi, nudged[0], xi, free[0], 1.0 / (beta * xi.shape[0]))
+            a, b, scale = nudged[0], free[0], 1.0 / (beta * xi.shape[0])
+        if mask is not None:  # a dropped output cell does not learn (equilibrium.mask_output)
+            a, b = a * mask, b * mask
+        f = credit.rule.factors(xi, a, xi, b, scale)
         defer.add(f)
         return loss

@@ -12,6 +12,13 @@ in the authors' code); in sequential mode each sample's target uses the H left b
 Output dropout: an unscaled Bernoulli(1 - p) mask ``m`` multiplies the output and the target, so a
 dropped cell neither wins nor learns for that sample; the target activity then is ``T = (1 - p) k / n``
 (``dropout_target="multiply"``, the authors' BP code) or ``k / ((1 - p) n)`` (``"divide"``, their EP code).
+
+What moves ``H`` (``homeostasis_from``): ``"winners"``, the masked kWTA winners ``m d`` before
+smoothing (Eq. 2 as written), or ``"target"``, the smoothed and masked target
+``m ((1 - alpha) d + alpha k / n)`` that the network is nudged toward, as the authors' EP code does
+(``ep/train_test.py``, ``train_unsupervised_ep``: ``homeo += gamma (mean(targets) - T)`` after smoothing
+and dropout). With smoothing alpha the winners then move ``H`` by ``(1 - alpha) gamma`` per win instead
+of ``gamma`` (0.21 instead of 0.3 for the EP recipe). Without smoothing both are the same.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from ..circuits.kwta import PATHWAY, kwta
 from ..describe import param, register
 from .base import TargetObjective
 
+HOMEOSTASIS_FROM = ("winners", "target")
+
 
 @register("objective", "self_defined")
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class SelfDefinedTarget(TargetObjective):
     Parameters: ``k`` winners (>= 1 and <= the number of output cells), ``gamma`` >= 0 homeostasis
     rate, ``mode`` ``"batch"`` | ``"sequential"``, ``eta`` in (0, 1] (sequential EMA rate),
     ``reset_each_epoch`` (H <- 0 at the start of every epoch, as in the paper), ``smoothing`` alpha in
-    [0, 1), ``dropout_target`` ``"multiply"`` | ``"divide"`` | ``"none"``.
+    [0, 1), ``dropout_target`` ``"multiply"`` | ``"divide"`` | ``"none"``, ``homeostasis_from``
+    ``"winners"`` | ``"target"`` (what moves ``H``: the winners, or the smoothed target as in the authors' EP code).
     """
 
     k: int = param(6, low=1, help="winners of the kWTA competition (<= output cells)")
@@ -46,6 +56,8 @@ class SelfDefinedTarget(TargetObjective):
     smoothing: float = param(0.0, low=0.0, high=1.0, high_open=True, help="label smoothing alpha of the target")
     dropout_target: str = param("multiply", choices=("multiply", "divide", "none"),
                                 help="target activity T = (1-p) k/n, k/((1-p) n) or k/n under output dropout p")
+    homeostasis_from: str = param("winners", choices=HOMEOSTASIS_FROM,
+                                  help="H moves with the masked winners or with the smoothed masked target (authors' EP code)")
 
     needs_labels = False
     pathway = PATHWAY
@@ -83,22 +95,32 @@ class SelfDefinedTarget(TargetObjective):
         Returns ``d`` (smoothed and masked); ``state.H`` moves by one homeostatic step (batch mode)
         or one step per sample (sequential mode).
         """
+        smooth_first = self.homeostasis_from == "target"  # H moves with the smoothed target
         if self.mode == "batch":
             d = kwta(y, self.k, state.H)
             if mask is not None:
                 d = d * mask
+            if smooth_first:
+                d = self._smooth(d, mask)
             state.update(d)
         else:
             rows = []
             for b in range(y.shape[0]):
+                m_b = None if mask is None else mask[b : b + 1]
                 d_b = kwta(y[b : b + 1], self.k, state.H)
-                if mask is not None:
-                    d_b = d_b * mask[b : b + 1]
+                if m_b is not None:
+                    d_b = d_b * m_b
+                if smooth_first:
+                    d_b = self._smooth(d_b, m_b)
                 state.update(d_b)
                 rows.append(d_b)
             d = torch.cat(rows, 0)
+        return d if smooth_first else self._smooth(d, mask)
+
+    def _smooth(self, d: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Label smoothing ``m ((1 - alpha) d + alpha k / n)`` (``d`` itself when alpha = 0)."""
         if self.smoothing:
-            d = (1 - self.smoothing) * d + self.smoothing * (self.k / y.shape[1])
+            d = (1 - self.smoothing) * d + self.smoothing * (self.k / d.shape[1])
             if mask is not None:
                 d = d * mask
         return d
