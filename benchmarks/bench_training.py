@@ -52,7 +52,9 @@ SETUPS = {
     "bp2": dict(sizes=(784, 2000, 2000), hidden="relu", dropout=(0.3, 0.2, 0.2), k=5, gamma=0.5, batch=16,
                 lr=[2.5, 5.0], credit=("backprop",), smoothing=0.0, reference="bp2", epochs=200),
     "ep1": dict(sizes=(784, 2000), hidden="hardsigmoid", dropout=(0.3, 0.2), k=5, gamma=0.3, batch=16, lr=[0.03],
-                credit=("equilibrium", 0.2, 40, 10, 0.2, "random"), smoothing=0.3, reference="ep1", epochs=100),
+                credit=("equilibrium", 0.2, 40, 10, 0.2, "random"), smoothing=0.3, reference="ep1", epochs=100,
+                # as the recipe mnist_ep_1layer (issue 14): the authors' unscaled input mask, thresholds moved by the target
+                credit_options=dict(input_dropout="unscaled"), objective_options=dict(homeostasis_from="target")),
     "ep2": dict(sizes=(784, 2000, 2000), hidden="hardsigmoid", dropout=(0.3, 0.0, 0.2), k=4, gamma=0.65, batch=32,
                 lr=[0.01, 0.015], credit=("equilibrium", 0.2, 60, 20, 0.2, "random"), smoothing=0.3,
                 reference="ep2", epochs=100),
@@ -87,10 +89,14 @@ def make_trainer(name: str, cfg: dict, seed: int = 0, schedule: str = "none", fi
     torch.manual_seed(seed)
     net = MLP(cfg["sizes"], cfg["hidden"], "hardsigmoid", cfg["dropout"], seed=seed)
     dt = "divide" if name.startswith("ep") else "multiply"
-    obj = SelfDefinedTarget(k=cfg["k"], gamma=cfg["gamma"], smoothing=cfg["smoothing"], dropout_target=dt)
+    obj = SelfDefinedTarget(k=cfg["k"], gamma=cfg["gamma"], smoothing=cfg["smoothing"], dropout_target=dt,
+                            **cfg.get("objective_options", {}))
     training = {"epochs": epochs_plan or cfg["epochs"], "batch_size": cfg["batch"], "lr": cfg["lr"],
                 "optimizer": "sgd", "schedule": schedule, "final_lr_factor": final_lr_factor, "block": BLOCK}
-    return Trainer(net, obj, make_credit(cfg["credit"]), training, seed, progress=False)
+    credit = make_credit(cfg["credit"])
+    if cfg.get("credit_options"):
+        credit = type(credit).from_values({**credit.values(), **cfg["credit_options"]})
+    return Trainer(net, obj, credit, training, seed, progress=False)
 
 
 def fit_epochs(trainer, x: torch.Tensor, epochs: int) -> float:
