@@ -46,7 +46,7 @@ def test_every_builtin_recipe_resolves():
     ("", "the recipe is empty"),
     ("[trainin]\nepochs = 3\n", "unknown section [trainin]"),
     ("[objective]\nk = 0\n", "[objective] k must be an integer >= 1, got 0"),
-    ("[credit]\ntype = 'magic'\n", "[credit] type must be one of 'backprop', 'equilibrium'"),
+    ("[credit]\ntype = 'magic'\n", "[credit] type must be one of 'backprop', 'dtp', 'equilibrium'"),
     ("[network]\nsizes = [10]\ndropout = [0.1]\n", "dropout must have 2 entries"),
     ("[network]\ndropout = [0.1, 1.0]\n", "each in [0, 1)"),
     ("colour = 'red'\n", "unknown top-level key 'colour'"),
