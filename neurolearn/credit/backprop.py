@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..describe import register
-from ..locality.contract import Cells, Checkable, Contract, Layer, Signal, StateSpec, Weight
+from ..locality.contract import Checkable, Contract, StateSpec
+from ..locality.reference_steps import mlp_base
 from ..networks.activations import activation, activation_derivative, times_derivative
 from ..plasticity.base import apply_updates
 from ..plasticity.delta import Delta
@@ -66,13 +67,7 @@ class Backprop(CreditMethod):
         """
         sizes = tuple(sizes)
         L = len(sizes) - 1
-        pops = {f"p{i}": n for i, n in enumerate(sizes)}
-        layers = tuple(Layer(f"W{l}", post=f"p{l}", pre=f"p{l - 1}") for l in range(1, L + 1))
-        entries = {"x": Cells("p0")}
-        for l in range(1, L + 1):
-            entries[f"u{l}"] = Cells(f"p{l}", "current")
-            entries[f"W{l}"] = Weight(f"W{l}")
-        entries["d"] = Signal(f"p{L}", pathway)
+        pops, layers, entries = mlp_base(sizes, pathway)
         spec = StateSpec(pops, layers, entries)
 
         def act(l):

@@ -44,6 +44,7 @@ from torch import nn
 from .._validate import ParameterError
 from ..describe import param, register
 from ..locality.catalog import register_check
+from ..locality.reference_steps import mlp_base
 from ..locality.contract import Cells, Checkable, Contract, Fixed, Layer, Shared, Signal, StateSpec, Weight
 from ..networks.activations import activation, times_derivative
 from ..networks.layers import Conv, ops
@@ -238,14 +239,10 @@ def feedback_mlp_step(sizes, feedback: str = "rf", pathway: str = "target", outp
     if len(sizes) < 2:
         raise ParameterError(f"feedback_mlp_step: sizes must list at least two populations, got {sizes!r}")
     L = len(sizes) - 1
-    layers = tuple(Layer(f"W{l}", post=f"p{l}", pre=f"p{l - 1}") for l in range(1, L + 1))
-    entries = {"x": Cells("p0"), "d": Signal(f"p{L}", pathway)}
-    for l in range(1, L + 1):
-        entries[f"u{l}"] = Cells(f"p{l}", "current")
-        entries[f"W{l}"] = Weight(f"W{l}")
-        if feedback != "bp" and l > 1:
-            entries[f"B{l}"] = Fixed(f"feedback B{l}", post=f"p{l}", pre=f"p{l - 1}")
-    spec = StateSpec({f"p{i}": n for i, n in enumerate(sizes)}, layers, entries)
+    pops, layers, entries = mlp_base(sizes, pathway)
+    if feedback != "bp":
+        entries.update({f"B{l}": Fixed(f"feedback B{l}", post=f"p{l}", pre=f"p{l - 1}") for l in range(2, L + 1)})
+    spec = StateSpec(pops, layers, entries)
     label = name or _CONV_HEAD_NAMES[feedback]
     down = "W" if feedback == "bp" else "B"
     contracts = {f"W{l}": Contract(f"{label} W{l}", allows={"pre", "post", "neuron_signal"},

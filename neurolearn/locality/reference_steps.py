@@ -54,8 +54,11 @@ def _sizes(sizes: Sequence[int], what: str) -> tuple:
     return sizes
 
 
-def _base(sizes: tuple) -> tuple:
-    """Populations, layers and the recorded entries every step reads."""
+def mlp_base(sizes, pathway: str = "target") -> tuple:
+    """``(populations, layers, entries)`` of a whole step on an MLP of ``sizes``: populations ``p0..pL``, layers
+    ``W1..WL`` (``Wl`` from ``p{l-1}`` to ``pl``), entries ``x`` (input cells), ``u{l}`` (currents), ``W{l}``
+    (weights) and ``d`` (the target delivered to the output cells through ``pathway``)."""
+    sizes = tuple(sizes)
     L = len(sizes) - 1
     pops = {f"p{l}": n for l, n in enumerate(sizes)}
     layers = tuple(Layer(f"W{l}", f"p{l}", f"p{l - 1}") for l in range(1, L + 1))
@@ -63,7 +66,7 @@ def _base(sizes: tuple) -> tuple:
     for l in range(1, L + 1):
         entries[f"u{l}"] = Cells(f"p{l}", "current")
         entries[f"W{l}"] = Weight(f"W{l}")
-    entries["d"] = Signal(f"p{L}", "target")
+    entries["d"] = Signal(f"p{L}", pathway)
     return pops, layers, entries
 
 
@@ -93,7 +96,7 @@ def error_feedback_step(sizes: Sequence[int], feedback: str = "fa") -> Checkable
         raise ParameterError(f"error_feedback_step: feedback must be one of {FEEDBACKS}, got {feedback!r}")
     sizes = _sizes(sizes, "error_feedback_step")
     L = len(sizes) - 1
-    pops, layers, entries = _base(sizes)
+    pops, layers, entries = mlp_base(sizes)
     if feedback == "fa":
         for l in range(2, L + 1):
             entries[f"B{l}"] = Fixed(f"feedback B{l}", post=f"p{l}", pre=f"p{l - 1}")
@@ -132,7 +135,7 @@ def dtp_step(sizes: Sequence[int], eta: float = DTP_ETA) -> Checkable:
     if not (isinstance(eta, (int, float)) and 0 < eta <= 1):
         raise ParameterError(f"dtp_step: eta must be in (0, 1], got {eta!r}")
     L = len(sizes) - 1
-    pops, layers, entries = _base(sizes)
+    pops, layers, entries = mlp_base(sizes)
     for l in range(2, L + 1):
         entries[f"G{l}"] = Fixed(f"inverse G{l}", post=f"p{l - 1}", pre=f"p{l}")
     contracts = _contracts("DTP", L, lambda l: ["target"] + [f"inverse G{m}" for m in range(l + 1, L + 1)])
