@@ -94,13 +94,17 @@ def with_options(trainer, options) -> object:
 def accuracy_side_by_side(reference: str, setup: str = "ep1", epochs: int = 1, seed: int = 0,
                           samples: int | None = None, same_init: bool = True, data: str | None = None,
                           schedule_epochs: int | None = None, our_final_lr_factor: float | None = None,
-                          log=print, ours_options=(), ours_only: bool = False) -> list[dict]:
+                          log=print, ours_options=(), ours_only: bool = False, theirs_only: bool = False,
+                          their_device: int = -1) -> list[dict]:
     """Train neurolearn and the authors' code (checkout at ``reference``) for ``epochs`` epochs on the first
     ``samples`` MNIST training images (all by default) in the same batch order; return one dict per epoch
     with each implementation's direct-association test accuracy ("av", "max") and training seconds.
     ``ours_options``: ``(part, key, value)`` changes of neurolearn's credit/objective, applied after the
     recipe's (:data:`RECIPE_CHOICES`); ``our_final_lr_factor``: ``None`` for the recipe's;
-    ``ours_only``: skip the authors' code (its entries are then ``None``)."""
+    ``ours_only``: skip the authors' code (its entries are then ``None``); ``theirs_only``: train only the
+    authors' code (ours is built for its initial weights, never trained; its entries are ``None``);
+    ``their_device``: -1 (CPU) or a CUDA index for the authors' code (their random stream stays on the
+    CPU, see :class:`reference_liu.Reference`)."""
     from reference_liu import Reference, load
 
     if setup not in SETUPS:
@@ -112,6 +116,8 @@ def accuracy_side_by_side(reference: str, setup: str = "ep1", epochs: int = 1, s
         our_final_lr_factor = RECIPE_FINAL_LR_FACTOR.get(setup, 5e-4)
     if not 0.0 <= our_final_lr_factor <= 1.0:
         raise ValueError(f"our_final_lr_factor must be in [0, 1], got {our_final_lr_factor}")
+    if ours_only and theirs_only:
+        raise ValueError("ours_only and theirs_only exclude each other")
     load(reference)  # a clear error (naming the missing file) before any work
     cfg = SETUPS[setup]
     plan = schedule_epochs or cfg["epochs"]
@@ -122,13 +128,17 @@ def accuracy_side_by_side(reference: str, setup: str = "ep1", epochs: int = 1, s
     ours = with_options(make_trainer(setup, cfg, seed, schedule="linear", final_lr_factor=our_final_lr_factor,
                                      epochs_plan=plan), RECIPE_CHOICES.get(setup, []) + list(ours_options))
     theirs = None if ours_only else Reference(reference, cfg["reference"], seed=seed, schedule_epochs=plan,
-                                              init_weights=layers_of(ours) if same_init else None)
+                                              init_weights=layers_of(ours) if same_init else None,
+                                              device=their_device)
     rows = []
     for e in range(epochs):
-        t_ours = fit_epochs(ours, x, e + 1)
-        acc_ours = direct_accuracy(responses_of(ours, x), y, responses_of(ours, ds.x_test), ds.y_test, ds.n_classes)
-        line = f"epoch {e + 1:>3}  ours av {100 * acc_ours['av']:6.2f}%  max {100 * acc_ours['max']:6.2f}%  ({t_ours:6.1f} s)"
-        acc_theirs = t_theirs = None
+        line, acc_ours = f"epoch {e + 1:>3}", None
+        t_ours = acc_theirs = t_theirs = None
+        if not theirs_only:
+            t_ours = fit_epochs(ours, x, e + 1)
+            acc_ours = direct_accuracy(responses_of(ours, x), y, responses_of(ours, ds.x_test), ds.y_test,
+                                       ds.n_classes)
+            line += f"  ours av {100 * acc_ours['av']:6.2f}%  max {100 * acc_ours['max']:6.2f}%  ({t_ours:6.1f} s)"
         if theirs is not None:
             batches = [x[idx] for idx in epoch_batches(x.shape[0], cfg["batch"], seed, e)]
             t0 = time.perf_counter()
@@ -161,6 +171,10 @@ def main(argv=None) -> int:
                     help="change a field of neurolearn's credit method or objective (repeatable), "
                          "e.g. credit.input_dropout=unscaled")
     ap.add_argument("--ours-only", action="store_true", help="train neurolearn alone (no reference run)")
+    ap.add_argument("--theirs-only", action="store_true",
+                    help="train the authors' code alone (from neurolearn's initial weights unless --different-init)")
+    ap.add_argument("--their-device", type=int, default=-1,
+                    help="the authors' code's device: -1 the CPU (default), i >= 0 CUDA device i")
     ap.add_argument("--data", help="MNIST folder (default: located like recipes with source = 'mnist')")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="benchmarks/results/accuracy_side_by_side.json")
@@ -170,13 +184,15 @@ def main(argv=None) -> int:
         options = [parse_option(o) for o in args.ours]
         rows = accuracy_side_by_side(args.reference, args.setup, args.epochs, args.seed, args.samples,
                                      not args.different_init, args.data, args.schedule_epochs,
-                                     args.our_final_lr_factor, ours_options=options, ours_only=args.ours_only)
+                                     args.our_final_lr_factor, ours_options=options, ours_only=args.ours_only,
+                                     theirs_only=args.theirs_only, their_device=args.their_device)
     except ValueError as e:
         ap.error(str(e))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"setup": args.setup, "seed": args.seed, "samples": args.samples,
                                "same_init": not args.different_init, "threads": torch.get_num_threads(),
+                               "their_device": args.their_device,
                                "ours_options": [f"{p}.{k}={v}" for p, k, v in RECIPE_CHOICES.get(args.setup, [])] + args.ours,
                                "our_final_lr_factor": (args.our_final_lr_factor if args.our_final_lr_factor is not None
                                                        else RECIPE_FINAL_LR_FACTOR.get(args.setup, 5e-4)),

@@ -139,13 +139,18 @@ def load(path: str | Path) -> dict:
     return _LOADED
 
 
-def jparams(setup: str) -> dict:
+def jparams(setup: str, device: int = -1) -> dict:
     """Their configuration dictionary for ``setup`` (a key of :data:`CONFIGS`), as their ``main`` hands
-    it to the network and epoch functions (EP lists reversed), on the CPU."""
+    it to the network and epoch functions (EP lists reversed); ``device``: their convention, -1 for the
+    CPU, ``i >= 0`` for CUDA device ``i``."""
     if setup not in CONFIGS:
         raise ValueError(f"setup must be one of {sorted(CONFIGS)}, got {setup!r}")
+    if not isinstance(device, int) or device < -1:
+        raise ValueError(f"device must be -1 (CPU) or a CUDA device index >= 0, got {device!r}")
+    if device >= 0 and not torch.cuda.is_available():
+        raise ValueError(f"device={device} asks for CUDA, but torch sees no CUDA device here")
     c = {k: (list(v) if isinstance(v, list) else v) for k, v in CONFIGS[setup].items()}
-    c.update(device=-1, n_class=10, optimizer="SGD", loss="MSE", cnn=False)
+    c.update(device=device, n_class=10, optimizer="SGD", loss="MSE", cnn=False)
     if c["kind"] == "ep":
         c.update(dt=0.2, beta=0.2, clamped=1, error_estimate="one-sided", dropout=True,
                  activation_function="hardsigm")
@@ -170,11 +175,15 @@ class Reference:
     ``unsupervised_bp`` / ``unsupervised_ep``); ``responses(x)`` is what their direct association reads.
     ``init_weights`` (optional): a list of ``(weight (out, in), bias (out,))`` per layer, input side first,
     copied into their network (transposed where their EP layout needs it), so both start equal.
+    ``device``: -1 (CPU) or a CUDA index, passed to their code as their ``jparams["device"]``. Batches are
+    handed over on the CPU and their loop moves them; their EP loop draws its dropout masks and beta signs
+    on the CPU before moving them, so a CUDA run uses the same random stream as a CPU run of the same seed.
     """
 
-    def __init__(self, path: str | Path, setup: str, seed: int = 0, init_weights=None, schedule_epochs=None):
+    def __init__(self, path: str | Path, setup: str, seed: int = 0, init_weights=None, schedule_epochs=None,
+                 device: int = -1):
         self.mods = load(path)
-        self.setup, self.jp = setup, jparams(setup)
+        self.setup, self.jp = setup, jparams(setup, device)
         torch.manual_seed(seed)
         if self.jp["kind"] == "ep":
             with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.script, which their main calls
@@ -234,8 +243,8 @@ class Reference:
         for i in range(0, x.shape[0], chunk):
             xb = x[i : i + chunk]
             if self.jp["kind"] == "ep":
-                out.append(self.mods["ep_train"].inference_ep(self.net, xb))
+                out.append(self.mods["ep_train"].inference_ep(self.net, xb).cpu())
             else:
-                out.append(self.net(xb))
+                out.append(self.net(xb.to(self.net.device) if self.jp["device"] >= 0 else xb).cpu())
         self.net.train()
         return torch.cat(out, 0)

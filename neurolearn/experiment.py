@@ -266,13 +266,20 @@ def _flat(recipe: dict) -> dict:
     return out
 
 
+#: recipe keys a ``--resume`` may change: where the run computes and for how long, not what it computes
+#: (a device's float rounding aside)
+RESUME_MAY_CHANGE = ("training.device", "training.threads", "training.max_minutes")
+
+
 def resume_recipe(out_dir: str | Path, recipe_arg: str | None = None, overrides: dict | None = None) -> tuple[dict, list[str]]:
     """The recipe a ``--resume`` of ``out_dir`` continues, and lines saying exactly what it reuses.
 
     The run keeps the recipe saved in ``out_dir/recipe.toml``. A recipe argument or ``--set`` / ``--epochs``
     that differs from it is an error naming the differing keys -- except a larger ``[training] epochs``,
     which extends the run (the learning-rate schedule is then recomputed over the new total from the
-    resumed epoch on, so an extended run is not the same as one started with the larger count)."""
+    resumed epoch on, so an extended run is not the same as one started with the larger count), and the
+    settings of :data:`RESUME_MAY_CHANGE` (where and how fast it runs: a run trained on a GPU can be
+    finished on the CPU), each change named in the returned lines."""
     out_dir = Path(out_dir)
     saved_path = out_dir / "recipe.toml"
     if not saved_path.exists():
@@ -286,13 +293,14 @@ def resume_recipe(out_dir: str | Path, recipe_arg: str | None = None, overrides:
         label, text = str(saved_path), saved_text
     given = recipes.resolve(text, label, overrides)
     a, b = _flat(saved), _flat(given)
-    differ = sorted(k for k in a if k != "training.epochs" and a[k] != b.get(k))
+    differ = sorted(k for k in a if k != "training.epochs" and k not in RESUME_MAY_CHANGE and a[k] != b.get(k))
     if differ:
         details = ", ".join(f"{k} = {a[k]!r} in the run, {b.get(k)!r} given" for k in differ[:6])
         raise recipes.RecipeError(
             f"--resume: {label}{' with --set' if overrides else ''} differs from the run's recipe {saved_path}: "
             f"{details}{' ...' if len(differ) > 6 else ''}. A resumed run keeps its recipe; only raising "
-            "[training] epochs (--epochs) extends it. Start a new run (another --out) to change anything else.")
+            "[training] epochs (--epochs) extends it and " + ", ".join(RESUME_MAY_CHANGE) + " may change. "
+            "Start a new run (another --out) to change anything else.")
     old_e, new_e = a["training.epochs"], b["training.epochs"]
     if new_e < old_e:
         raise recipes.RecipeError(f"--resume: [training] epochs {new_e} is below the run's {old_e}; a resumed run "
@@ -308,10 +316,13 @@ def resume_recipe(out_dir: str | Path, recipe_arg: str | None = None, overrides:
              + (f"the checkpoint after epoch {done} of {old_e}" if done is not None else "no checkpoint yet (training "
                 "restarts from the initial weights)")
              + ", its optimiser and objective state, the data recorded in data.json"]
+    changed = [k for k in RESUME_MAY_CHANGE if a.get(k) != b.get(k)]
+    for k in changed:
+        lines.append(f"{k} changed from {a.get(k)!r} to {b.get(k)!r}")
     if new_e > old_e:
         lines.append(f"epochs raised from {old_e} to {new_e}: the run is extended (the learning-rate schedule is "
                      f"recomputed over {new_e} epochs from the resumed epoch on)")
-    return given if new_e > old_e else saved, lines
+    return given if new_e > old_e or changed else saved, lines
 
 
 class Run:
@@ -451,6 +462,10 @@ class Run:
         tr.fit(x, ds.y_train if self.objective.needs_labels else None)
         m = self.metrics
         m["epochs"], m["history"] = tr.epoch, tr.history
+        if tr.stopped_early is not None:
+            m["stopped_early"] = tr.stopped_early
+            self.log(f"time budget reached: trained {tr.epoch} of {tr.stopped_early['epochs_planned']} epochs "
+                     f"([training] max_minutes = {tr.stopped_early['max_minutes']})")
         m["train_seconds"], m["seconds_per_1000_samples"] = tr.train_seconds, tr.seconds_per_1000
         m["executor"] = tr.executor
         stats = tr.credit_state.get("solver")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -56,6 +57,9 @@ class TrainingConfig(Description):
     threads: int = param(0, low=0, help="torch CPU threads (0: torch's default)")
     device: str = param("cpu", help="torch device: 'cpu', 'cuda', 'cuda:0', 'mps'")
     engine: str = param("auto", help="executor: 'auto' (fastest that supports the setup), 'reference', 'blocked'")
+    max_minutes: float = param(0.0, low=0.0, help="wall-clock budget: training stops after the first epoch that ends "
+                                                 "past this many minutes of training time, and the run records the epochs "
+                                                 "reached (0: no limit)")
 
     def validate(self):
         cpus = os.cpu_count() or 1
@@ -161,6 +165,8 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0
         self.samples_seen = 0
+        #: ``None``, or ``{"epochs_done", "epochs_planned", "max_minutes"}`` when the time budget stopped training
+        self.stopped_early: dict | None = None
 
     @property
     def training(self) -> dict:
@@ -300,6 +306,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
                 for cb in self.callbacks:
                     cb(self)
+                budget = self.config.max_minutes
+                if budget and self.train_seconds >= 60.0 * budget and self.epoch < epochs:
+                    self.stopped_early = {"epochs_done": self.epoch, "epochs_planned": epochs, "max_minutes": budget}
+                    warnings.warn(f"training stopped after epoch {self.epoch} of {epochs}: the time budget "
+                                  f"[training] max_minutes = {budget} was reached ({self.train_seconds / 60:.1f} min); "
+                                  "the run goes on with the network of that epoch", stacklevel=2)
+                    break
         finally:
             bar.close()
         return self.history
