@@ -179,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="benchmarks/results/accuracy_side_by_side.json")
     args = ap.parse_args(argv)
+    if args.ours_only and args.theirs_only:
+        ap.error("--ours-only and --theirs-only exclude each other")
     prepare(ap, args.reference, args.threads)
     try:
         options = [parse_option(o) for o in args.ours]

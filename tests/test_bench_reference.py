@@ -166,3 +166,30 @@ def test_table_without_reference_has_no_authors_column(capsys):
     bench_training.print_table([row], 100.0, reference=False)
     out = capsys.readouterr().out
     assert "theirs" not in out and "bp1" in out
+
+
+@pytest.mark.parametrize("device,needle", [(-2, r"device must be -1 \(CPU\) or a CUDA device index"),
+                                            ("0", r"device must be -1 \(CPU\) or a CUDA device index")]
+                         + ([] if torch.cuda.is_available() else [(0, "torch sees no CUDA device here")]))
+def test_their_device_is_checked(device, needle):
+    with pytest.raises(ValueError, match=needle):
+        reference_liu.jparams("ep1", device)
+
+
+def test_their_configuration_carries_the_device():
+    assert reference_liu.jparams("ep1")["device"] == -1 and reference_liu.jparams("bp1", -1)["device"] == -1
+
+
+def test_ours_only_and_theirs_only_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare_accuracy.main(["--reference", str(fake_checkout(tmp_path / "ck")), "--ours-only", "--theirs-only",
+                               "--out", str(tmp_path / "a.json")])
+    assert "exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()
+
+
+@needs_liu
+def test_theirs_only_trains_theirs_alone(tmp_path):
+    rows = compare_accuracy.accuracy_side_by_side(LIU, "ep1", epochs=1, samples=64, theirs_only=True, log=lambda s: None)
+    assert rows[0]["ours"] is None and rows[0]["ours_train_s"] is None
+    assert 0.0 <= rows[0]["theirs"]["av"] <= 1.0 and rows[0]["theirs_train_s"] > 0
