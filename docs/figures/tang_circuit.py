@@ -12,7 +12,11 @@ opens), negative 2 (far: it stays closed), reset. Writes, next to this file:
   negatives (each ``settle + read`` seconds, the memory read from the spiking memory's decoded pattern),
   the spikes of the D units, the rate of S, the gate units' spikes and the decoded delta.
 
-Run: ``python docs/figures/tang_circuit.py`` (about a minute on one core).
+* with ``--coupled`` (instead of the two above): ``tang_circuit_coupled.png``, the same sequence in one Brian2
+  network (:func:`~neurolearn.sim.brian2_sequence.spiking_presentation_sequence`): the memory pools holding z^A and
+  driving the circuit's memory units, the summing unit, the gate units' spikes and the per-cell errors.
+
+Run: ``python docs/figures/tang_circuit.py`` (about a minute on one core), ``... --coupled`` (about 20 s).
 """
 
 from __future__ import annotations
@@ -158,7 +162,68 @@ def plot_spiking(path):
     return out
 
 
+def plot_coupled(path):
+    """The same sequence in ONE Brian2 network (:func:`spiking_presentation_sequence`): the memory pools hold z^A and
+    drive the circuit's memory units through the positive and both negatives, then the reset."""
+    from neurolearn.sim.brian2_hinge import spiking_params
+    from neurolearn.sim.brian2_sequence import memory_spiking_params, spiking_presentation_sequence
+
+    views = np.array(list(VIEWS.values()))
+    out = spiking_presentation_sequence(ZA, views[0], views[1:], ShortTermMemory(recurrence=1.0), HingeError(m1=M1, m2=M2),
+                                        w_neg=W_NEG, record=True)
+    T, settle, n, windows = out["presentation"], out["settle"], len(ZA), 2 + len(views)
+    width = 0.05                                   # s: rate bins (a bin resolves 1 / (r_0 width) = 0.1 of a unit)
+    bins = np.arange(0, windows * T + 1e-9, width)
+
+    def signed_rate(group, size, scale):          # binned rate of channel + minus channel -, per top cell
+        ts, ids = out["trace"][group]
+        h = np.array([np.histogram(ts[ids // size == c], bins)[0] for c in range(2 * n)]) / width / scale
+        return h[:n] - h[n:]
+
+    fig, axes = plt.subplots(5, 1, figsize=(7, 10), sharex=True)
+    mp, r0 = memory_spiking_params(), spiking_params()["rate_scale"]
+    for ax, rate, title in ((axes[0], signed_rate("memory", mp["pool"], mp["pool"] * mp["rate_scale"]),
+                             "memory pools (rate / (P r_m), 50 ms bins); dotted: z^A"),
+                            (axes[1], signed_rate("sources", 1, r0), "circuit's memory units M (rate / r_0), driven by the pools")):
+        for i in range(n):
+            ax.stairs(rate[i], bins / T, color=COLORS[i], lw=0.8, label=f"M_{i}")
+            ax.axhline(ZA[i], color=COLORS[i], lw=0.5, ls=":")
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.legend(fontsize=6, ncol=4, loc="upper right")
+    ts, _ = out["trace"]["sum"]
+    axes[2].stairs(np.histogram(ts, bins)[0] / width / r0, bins / T, color="k", label="S (rate / r_0)")
+    axes[2].axhline(M1, color="tab:red", lw=0.8, ls=":", label="m1")
+    axes[2].axhline(M2, color="tab:blue", lw=0.8, ls=":", label="m2")
+    axes[2].legend(fontsize=6, loc="upper right")
+    axes[2].set_title("summing unit (the store window compares the filling memory with the anchor)", fontsize=9, loc="left")
+    ts, ids = out["trace"]["gates"]
+    for k, (name, c) in enumerate((("G+", "tab:red"), ("G-", "tab:blue"))):
+        axes[3].plot(ts[ids == k] / T, np.full((ids == k).sum(), k), "|", color=c, ms=6, label=name)
+    axes[3].set_yticks([0, 1], ["G+", "G-"])
+    axes[3].set_title("gate (threshold) units (spikes)", fontsize=9, loc="left")
+    for i in range(n):
+        axes[4].stairs(out["delta"][:, 0, i] + 0.04 * (i - 1.5), np.arange(1, 2 + len(views)), color=COLORS[i], label=f"delta_{i}")
+    axes[4].set_title("per-cell error read in each presentation's read window", fontsize=9, loc="left")
+    axes[4].legend(fontsize=6, ncol=4, loc="upper right")
+    for ax in axes:
+        for k in range(windows):
+            ax.axvspan(k, k + settle / T, color="0.92", zorder=0)
+    axes[-1].set_xlim(0, windows)
+    axes[-1].set_xticks(np.arange(windows) + 0.5, LABELS)
+    fig.suptitle("Memory and hinge circuit coupled in one Brian2 network (grey: settling)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return out
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--coupled" in sys.argv[1:]:            # only the coupled network's figure
+        out = plot_coupled(HERE / "tang_circuit_coupled.png")
+        print("coupled S per presentation:", np.round(out["S"][:, 0], 3), "gates:", out["gate"][:, 0])
+        sys.exit(0)
     plot_rate(HERE / "tang_circuit_rate.png")
     out = plot_spiking(HERE / "tang_circuit_spiking.png")
     print("spiking S per presentation:", np.round(out["S"][:, 0], 3), "gates:", out["gate"][:, 0])
