@@ -309,7 +309,13 @@ def resolve(text: str, label: str = "<recipe>", overrides: dict | None = None) -
 
 def _with_circuits(given: dict, circuits, section: str, label: str) -> dict:
     """``given`` with the keys of the named circuit parameter sets (``circuits/<name>.toml``, or a path to
-    a TOML file) filled in where the section does not set them itself (the section's own keys win)."""
+    a TOML file) filled in where the section does not set them itself (the section's own keys win).
+
+    Only a set's top-level keys are filled. A sub-table (e.g. ``[spiking]`` of ``circuits/hinge_error.toml``:
+    the Brian2 realisation's constants) belongs to another realisation of the circuit and is skipped, unless
+    the section's type takes a key of that name. Every top-level key must be a key of the section's type
+    (an error naming the keys otherwise), and the section's own keys are checked by the type as always, so a
+    misspelt key, in the set or in the section, is refused."""
     from .circuits import circuit_params
 
     if isinstance(circuits, str) or not isinstance(circuits, list) or not all(isinstance(c, str) for c in circuits):
@@ -325,14 +331,16 @@ def _with_circuits(given: dict, circuits, section: str, label: str) -> dict:
                 params = circuit_params(name)
         except (OSError, ValueError) as e:
             raise RecipeError(f"{label}: [{section}] circuits: {e}") from None
+        try:
+            cls = section_class(section, given)
+            takes = cls.params()
+        except ParameterError:
+            cls, takes = None, None
+        params = {k: v for k, v in params.items() if not isinstance(v, dict) or (takes is not None and k in takes)}
         for key, value in params.items():
             out.setdefault(key, value)
         where = f"circuit parameter set {name!r}"
-        try:
-            cls = section_class(section, given)
-            unknown = [k for k in params if k not in cls.params()]
-        except ParameterError:
-            unknown = []
+        unknown = [] if takes is None else [k for k in params if k not in takes]
         if unknown:
             raise RecipeError(f"{label}: [{section}] circuits: {where} sets {unknown}, which type "
                               f"{cls.registry_name!r} does not take; "

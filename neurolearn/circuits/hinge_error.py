@@ -80,7 +80,15 @@ class HingeError(Description):
             if not bool(torch.isfinite(t).all()):
                 raise ParameterError(f"HingeError: {name} must be finite")
         single = memory.ndim == 1
-        M, z = (memory[None], current[None]) if single else (memory, current)
+        sig = self.run(memory[None] if single else memory, current[None] if single else current, phase, w_neg)
+        if single:
+            return HingeSignals(sig.delta[0], sig.gate[0], sig.S[0], sig.loss[0], {k: t[0] for k, t in sig.units.items()})
+        return sig
+
+    def run(self, M: torch.Tensor, z: torch.Tensor, phase: str, w_neg: float = 1.0) -> HingeSignals:
+        """The circuit's equations (module docstring) on ``(batch, n)`` tensors ``M``, ``z`` without checking its
+        inputs: for a caller that has checked them once (e.g. for every presentation of a batch,
+        :func:`neurolearn.objectives.contrastive.circuit_hinge_errors`); ``__call__`` checks, then runs this."""
         g = self.inhibition_gain
         u, v = g * z, g * M                                   # inhibitory copies
         d_plus, d_minus = torch.relu(M - u), torch.relu(z - v)  # rectified difference units
@@ -97,9 +105,6 @@ class HingeError(Description):
             gate, delta, loss = g_neg, w_neg * g_neg[:, None] * sign, w_neg * torch.relu(self.m2 - S)
         units = {"M": M, "z": z, "u": u, "v": v, "D_plus": d_plus, "D_minus": d_minus, "S": S,
                  "G_pos": g_pos, "G_neg": g_neg, "sign": sign, "delta": delta}
-        if single:
-            units = {k: t[0] for k, t in units.items()}
-            return HingeSignals(delta[0], gate[0], S[0], loss[0], units)
         return HingeSignals(delta, gate, S, loss, units)
 
 

@@ -52,6 +52,18 @@ def _negatives_k(negatives) -> int:
     return int(negatives)
 
 
+def _check_hinge_inputs(owner: str, zA, zB, negatives, weighting: str) -> int:
+    """``K`` (:func:`_negatives_k`) after checking that ``zA``, ``zB`` are tensors of one shape ``(n, d)`` and
+    ``weighting`` is one of :data:`WEIGHTINGS` (errors name ``owner``)."""
+    if not (torch.is_tensor(zA) and torch.is_tensor(zB)) or zA.ndim != 2 or zA.shape != zB.shape:
+        raise ParameterError(f"{owner}: zA and zB must be tensors of the same shape (n, d), got "
+                             f"{tuple(getattr(zA, 'shape', ()))} and {tuple(getattr(zB, 'shape', ()))}")
+    K = _negatives_k(negatives)
+    if weighting not in WEIGHTINGS:
+        raise ParameterError(f"{owner}: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    return K
+
+
 def l1_sign_sums(zA: torch.Tensor, zB: torch.Tensor, C, need_a: bool = True) -> tuple:
     """``(sum_t C_st sgn(zA_s - zB_t), sum_s C_st sgn(zA_s - zB_t), d)`` for ``zA (n, d)``, ``zB (m, d)``, with
     ``d(s, t) = ||zA_s - zB_t||_1`` and ``sgn(0) = 0``: the sums of signs through which every pair's gate reaches
@@ -84,12 +96,7 @@ def hinge_errors(zA: torch.Tensor, zB: torch.Tensor, m1: float = 1.0, m2: float 
     (eq. 7: the anchor is a constant). ``sgn(0) = 0`` and the gates are strict, as autograd of ``|.|`` and
     ``[.]_+`` at 0. Returns ``(loss (0-d), gA, gB)``.
     """
-    if not (torch.is_tensor(zA) and torch.is_tensor(zB)) or zA.ndim != 2 or zA.shape != zB.shape:
-        raise ParameterError(f"hinge_errors: zA and zB must be tensors of the same shape (n, d), got "
-                             f"{tuple(getattr(zA, 'shape', ()))} and {tuple(getattr(zB, 'shape', ()))}")
-    K = _negatives_k(negatives)
-    if weighting not in WEIGHTINGS:
-        raise ParameterError(f"hinge_errors: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    K = _check_hinge_inputs("hinge_errors", zA, zB, negatives, weighting)
     n, d = zA.shape
     zA, zB = zA.detach(), zB.detach()
     diff = zA - zB
@@ -166,16 +173,97 @@ class PairObjective(Objective):
         return y[:n], y[n:]
 
 
+#: where ContrastiveHinge takes its per-cell error from: eqs. 4-6 in closed form or the rate circuit of Appendix A
+ERROR_SOURCES = ("closed_form", "circuit")
+#: the keys that only apply with ``error_source = "circuit"`` and their intact values (circuits/hinge_error.toml,
+#: HingeError and ShortTermMemory defaults)
+CIRCUIT_KEYS = {"graded": False, "inhibition_gain": 1.0, "memory_recurrence": 1.0, "memory_retention": 0.5}
+#: at most this many (presentation x top cell) values are run through the circuit at once
+_CIRCUIT_CHUNK = 1 << 18
+
+
+def circuit_hinge_errors(zA: torch.Tensor, zB: torch.Tensor, circuit, memory, negatives="all", weighting: str = "code",
+                         grad_block: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The contrastive hinge loss and per-cell errors as the circuits deliver them (Tang et al. 2022, Section 3.1,
+    eqs. 4-7 and Appendix A): the batch's presentation sequences run side by side.
+
+    Every anchor ``s`` is written into the short-term memory ``memory`` (a
+    :class:`~neurolearn.circuits.memory.ShortTermMemory`), ``M_s = z^A_s``; presentation ``j = 1, 2, ...`` of its
+    sequence reads the memory after ``j`` presentations, ``M_s(j) = M_s exp(-(1 - w) j / tau)`` (exactly ``z^A_s``
+    for the intact, persistent memory ``w = 1``), and the hinge circuit ``circuit`` (a
+    :class:`~neurolearn.circuits.hinge_error.HingeError`) compares it with the presented view:
+
+        j = 1:       t = s (the positive),  delta = -G+ sign(M_s(1), z^B_s)                          (eq. 5)
+        j = 2 .. :   t = the negatives in the sequence order of the sequential mode, s+1 .. s+K-1 (``negatives = K``,
+                     no wrap-around) or s+1, .., B-1, 0, .., s-1 ("all"),  delta = w_neg G- sign(M_s(j), z^B_t) (eq. 6)
+        gB_t = sum of the deltas of the presentations of view t,     gA_s = -sum of the deltas of s's sequence (eq. 4;
+        0 with ``grad_block``, eq. 7),     L = sum of the presentations' hinge terms.
+
+    ``w_neg`` is 1 for "all" and ``1/K`` (``weighting = "code"``) or 1 (``"paper"``) for ``K`` negatives. With the
+    intact circuit (``inhibition_gain = 1``, ``graded = False``) and memory this is :func:`hinge_errors` (tested);
+    a broken inhibitory copy, a graded sign or a memory that does not hold changes it. The margins are the
+    circuit's ``m1``, ``m2``. Returns ``(loss (0-d), gA, gB)``.
+    """
+    from ..circuits.hinge_error import HingeError
+    from ..circuits.memory import ShortTermMemory
+
+    K = _check_hinge_inputs("circuit_hinge_errors", zA, zB, negatives, weighting)
+    if not isinstance(circuit, HingeError) or not isinstance(memory, ShortTermMemory):
+        raise ParameterError(f"circuit_hinge_errors: circuit must be a HingeError and memory a ShortTermMemory, got "
+                             f"{type(circuit).__name__} and {type(memory).__name__}")
+    zA, zB = zA.detach(), zB.detach()
+    if not bool(torch.isfinite(zA).all() & torch.isfinite(zB).all()):
+        raise ParameterError("circuit_hinge_errors: zA and zB must be finite")
+    B, n = zA.shape
+    w_neg = 1.0 if K == 0 or weighting == "paper" else 1.0 / K
+    M0 = memory.read(memory.write(memory.init_state(B, n, dtype=zA.dtype, device=zA.device), zA))
+    rows = torch.arange(B, device=zA.device)
+    gA, gB = torch.zeros_like(zA), torch.zeros_like(zB)
+    loss = zA.new_zeros(())
+
+    def present(positions, phase):
+        nonlocal loss
+        # presentation j of every sequence that has one: anchor s, view t = s + j - 1 (mod B), memory after j steps
+        s_idx = torch.cat([rows if K == 0 else rows[: B - j + 1] for j in positions])
+        j_idx = torch.cat([torch.full((B if K == 0 else B - j + 1,), j, device=zA.device) for j in positions])
+        t_idx = (s_idx + j_idx - 1) % B
+        M = M0[s_idx]
+        factors = [memory.decay_factor(j) for j in positions]  # ShortTermMemory.step(state, j) scales M by this
+        if any(f != 1.0 for f in factors):
+            f = torch.tensor(factors, dtype=zA.dtype, device=zA.device)
+            M = M * f[j_idx - positions[0], None]
+        sig = circuit.run(M, zB[t_idx], phase, w_neg)  # inputs checked above
+        loss = loss + sig.loss.sum()
+        gB.index_add_(0, t_idx, sig.delta)
+        if not grad_block:
+            gA.index_add_(0, s_idx, -sig.delta)
+
+    present(range(1, 2), "positive")
+    last = B if K == 0 else min(K, B)
+    per_call = max(1, _CIRCUIT_CHUNK // max(1, B * n))
+    for start in range(2, last + 1, per_call):
+        present(range(start, min(start + per_call, last + 1)), "negative")
+    return loss, gA, gB
+
+
 @register("objective", "contrastive_hinge")
 @dataclass(frozen=True)
 class ContrastiveHinge(PairObjective):
-    """Tang et al. 2022's contrastive hinge on L1 distances (eq. 2) with its closed-form error (eqs. 4-7).
+    """Tang et al. 2022's contrastive hinge on L1 distances (eq. 2) with its per-cell error (eqs. 4-7).
 
     Keys: ``m1`` (positive margin, 1), ``m2`` (negative margin, 1.5: Table 4's MNIST value; 3 for CIFAR/STL),
     ``negatives`` (0: all other B views, weight 1; K >= 2: the next K - 1 in batch order), ``weighting``
     ("code": 1/K | "paper": 1), ``grad_block`` (the anchor is a constant, eq. 7), plus the view keys.
-    ``error`` returns ``L`` (sum over the batch, as the authors' code) and ``dL/dy = cat([gA, gB])``
-    from :func:`hinge_errors`.
+    ``error`` returns ``L`` (sum over the batch, as the authors' code) and ``dL/dy = cat([gA, gB])``.
+
+    ``error_source = "closed_form"`` (default) takes ``gA``, ``gB`` from :func:`hinge_errors` (eqs. 4-6 in closed form);
+    ``error_source = "circuit"`` from the short-term memory and the hinge error circuit of Appendix A run on every
+    presentation (:func:`circuit_hinge_errors`), with the circuit's keys ``graded`` and ``inhibition_gain``
+    (circuits/hinge_error.toml; a recipe may write ``circuits = ["hinge_error"]``) and the memory's
+    ``memory_recurrence`` and ``memory_retention`` (circuits/short_term_memory.toml's ``recurrence`` and
+    ``retention``). These four keys apply only with ``error_source = "circuit"``; with ``"closed_form"`` a value other than
+    the intact one is a :class:`ParameterError` (it would silently do nothing). The intact circuit gives the closed
+    form's errors, so the same training (tested).
     """
 
     m1: float = param(1.0, low=0.0, help="positive margin: a pair farther than m1 (L1) is pulled together")
@@ -183,20 +271,61 @@ class ContrastiveHinge(PairObjective):
     negatives: int = param(0, low=0, help="0: all other B views of the batch (weight 1); K >= 2: the next K-1 images")
     weighting: str = param("code", choices=WEIGHTINGS, help="weight of each of the K-1 negatives: 1/K (code) or 1 (paper)")
     grad_block: bool = param(True, help="treat the anchor z^A as a constant (eq. 7)")
+    error_source: str = param("closed_form", choices=ERROR_SOURCES,
+                       help="per-cell error from eqs. 4-6 in closed form, or from the memory and hinge error circuit (App. A)")
+    graded: bool = param(False, help="error_source = 'circuit' only: sign_i = D+_i - D-_i instead of H(D+_i) - H(D-_i)")
+    inhibition_gain: float = param(1.0, low=0.0, help="error_source = 'circuit' only: gain of the circuit's inhibitory copies "
+                                                      "(fault injection; 1 = intact)")
+    memory_recurrence: float = param(1.0, low=0.0, high=1.0, help="error_source = 'circuit' only: memory recurrence (1 holds "
+                                                                  "the anchor; < 1 lets it decay)")
+    memory_retention: float = param(0.5, low=0.0, low_open=True, help="error_source = 'circuit' only: memory units' time "
+                                                                      "constant, in presentations")
 
     pathway = HINGE_PATHWAY
 
     def validate(self) -> None:
-        """``negatives`` is 0 or >= 2; ``m2`` is checked against nothing (the paper's m2 > m1 is not required)."""
+        """``negatives`` is 0 or >= 2; the circuit keys keep their intact values unless ``error_source = "circuit"``;
+        ``m2`` is checked against nothing (the paper's m2 > m1 is not required)."""
         super().validate()
         if self.negatives == 1:
             raise ParameterError("ContrastiveHinge: negatives must be 0 (all other B views) or an integer K >= 2 "
                                  "(the next K - 1 images in batch order), got 1")
+        if self.error_source != "circuit":
+            for key, intact in CIRCUIT_KEYS.items():
+                if getattr(self, key) != intact:
+                    raise ParameterError(f"ContrastiveHinge: {key} applies only with error_source = 'circuit' (the memory and "
+                                         f"hinge error circuit); with error_source = {self.error_source!r} it must keep its value "
+                                         f"{intact!r}, got {getattr(self, key)!r}: set error_source = 'circuit' or remove {key}")
+
+    def circuits(self):
+        """``(HingeError, ShortTermMemory)`` of ``error_source = "circuit"``: this objective's margins and circuit keys."""
+        from ..circuits.hinge_error import HingeError
+        from ..circuits.memory import ShortTermMemory
+
+        return (HingeError(m1=self.m1, m2=self.m2, graded=self.graded, inhibition_gain=self.inhibition_gain),
+                ShortTermMemory(retention=self.memory_retention, recurrence=self.memory_recurrence))
+
+    def circuit_checkables(self) -> list:
+        """With ``error_source = "circuit"``: the hinge error circuit's delivery of gate and sign to the top layer
+        (:func:`~neurolearn.circuits.hinge_error.hinge_circuit_checkable`); none in closed form."""
+        if self.error_source != "circuit":
+            return []
+        from ..circuits.hinge_error import hinge_circuit_checkable
+
+        return [("hinge error circuit", lambda s: hinge_circuit_checkable(s[0], s[1], "circuit", self.m1), 2)]
+
+    def error_terms(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(L, gA, gB)`` for the ``2B`` rows ``y``: :func:`hinge_errors` or :func:`circuit_hinge_errors` (``error_source``)."""
+        zA, zB = self.split(y, "ContrastiveHinge")
+        negatives = self.negatives or "all"
+        if self.error_source == "circuit":
+            circuit, memory = self.circuits()
+            return circuit_hinge_errors(zA, zB, circuit, memory, negatives, self.weighting, self.grad_block)
+        return hinge_errors(zA, zB, self.m1, self.m2, negatives, self.weighting, self.grad_block)
 
     def error(self, y: torch.Tensor, state=None, mask: torch.Tensor | None = None, labels=None) -> OutputError:
-        """``L`` of eq. 2 and ``dL/dy = cat([gA, gB])`` (:func:`hinge_errors`)."""
-        zA, zB = self.split(y, "ContrastiveHinge")
-        loss, gA, gB = hinge_errors(zA, zB, self.m1, self.m2, self.negatives or "all", self.weighting, self.grad_block)
+        """``L`` of eq. 2 and ``dL/dy = cat([gA, gB])`` (:meth:`error_terms`)."""
+        loss, gA, gB = self.error_terms(y)
         return OutputError(loss=loss, grad=torch.cat([gA, gB]))
 
 
@@ -403,11 +532,17 @@ def _hinge_top_noblock(s):
     return hinge_top_checkable(s, grad_block=False)
 
 
+def _hinge_top_circuit(s):
+    """The top layer of ``error_source = "circuit"``: gate and per-cell sign both delivered by the hinge circuit."""
+    return hinge_top_checkable(s, grad_block=True, sign="circuit")
+
+
 def _simclr_top(s):
     return simclr_top_checkable(s)
 
 
 register_check(_hinge_top_block, 2, True, label="contrastive hinge top layer, grad block")
 register_check(_hinge_top_noblock, 2, True, label="contrastive hinge top layer, no grad block")
+register_check(_hinge_top_circuit, 2, True, label="contrastive hinge top layer, gate and error from the circuit")
 register_check(_simclr_top, 2, False, {"batch statistics", "depends on other cells of the layer"},
                label="SimCLR top layer")
