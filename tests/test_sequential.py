@@ -140,3 +140,12 @@ def test_trainer_runs_the_sequential_mode_and_it_lowers_the_hinge_loss():
     Trainer(net, obj, SequentialHinge(), {"epochs": 3, "batch_size": 10, "lr": 0.01, "schedule": "none"},
             seed=0, progress=False).fit(x)
     assert loss() < before
+
+
+def test_sequential_refuses_an_objective_circuit_it_would_ignore():
+    net, _ = _setup()
+    circuit = ContrastiveHinge(m1=1.0, m2=3.0, negatives=3, view="none", error_source="circuit", inhibition_gain=0.5)
+    with pytest.raises(ParameterError, match=r"inhibition_gain = 0.5 in \[objective\], 1.0 in \[credit\]"):
+        SequentialHinge().check_setup(net, circuit)
+    SequentialHinge(inhibition_gain=0.5).check_setup(net, circuit)  # the same circuit in both sections
+    SequentialHinge(inhibition_gain=0.5).check_setup(net, OBJECTIVES[0])  # closed form: only [credit] has a circuit

@@ -137,8 +137,18 @@ class SequentialHinge(CreditMethod):
 
     def check_setup(self, net, objective, optimizer: str = "sgd") -> None:
         """The objective must be a :class:`ContrastiveHinge` (margins, negatives, weighting, gradient block are
-        read from it); the inner method must accept the network."""
+        read from it); the inner method must accept the network. This method always runs its own circuit and
+        memory: an objective with ``error_source = "circuit"`` must set the same circuit keys (else one set
+        would be silently ignored)."""
         _require_hinge(objective)
+        if getattr(objective, "error_source", "closed_form") == "circuit":
+            keys = ("graded", "inhibition_gain", "memory_retention", "memory_recurrence")
+            differ = [f"{k} = {getattr(objective, k)!r} in [objective], {getattr(self, k)!r} in [credit]"
+                      for k in keys if getattr(objective, k) != getattr(self, k)]
+            if differ:
+                raise ParameterError("SequentialHinge: the sequential mode runs its own circuit from the [credit] keys; "
+                                     "with [objective] error_source = \"circuit\" both sections must agree, but "
+                                     + "; ".join(differ))
         self.inner_method().check_setup(net, CircuitError(), optimizer)
 
     def spiking_support(self, net) -> str | None:
