@@ -1,0 +1,132 @@
+"""The fused executor (neurolearn.engine.fused) against the reference executor: same weights after training.
+
+Tiny E-MNIST3-like conv networks (conv-tanh-maxpool layers and a dense head), the contrastive hinge on two
+random views per image (the views' randomness from the batch generators), Backprop, random feedback (RF, URF,
+sign) and DTP (DTP's noise too),
+Adam and SGD: every parameter, and the credit state (B, DTP's inverses and their moments), equal after two epochs. Opposite cases:
+a planted fault in the fast path's routing or in its activation backward is caught by the same comparison,
+and the setups it does not support fall back to the reference with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurolearn.credit import Backprop
+from neurolearn.credit.dtp import DTP
+from neurolearn.credit.feedback import RandomFeedback, SignFeedback, UpdatedRandomFeedback
+from neurolearn.engine import fused
+from neurolearn.networks import FeedForward
+from neurolearn.networks.layers import Conv, Dense
+from neurolearn.objectives.contrastive import ContrastiveHinge
+from neurolearn.objectives.supervised import SupervisedTarget
+from neurolearn.train import Trainer
+
+
+def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max"):
+    """(1, 12, 12) -> conv 4 (pool 2) -> conv 6 (pool 2) -> conv 8 (pool 3 over 3x3: 1x1) -> Dense(5)."""
+    layers = [Conv(4, 3, padding=1, pool=pool), Conv(6, 3, padding=1, pool=pool),
+              Conv(8, 3, padding=1, pool=last_pool, pool_kernel=3, pool_stride=3), Dense(5, bias=False)]
+    return FeedForward((1, 12, 12), layers, hidden_activation=hidden, output_activation="identity",
+                       dropout=dropout, init="torch", seed=seed)
+
+
+def images(n=48, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 12, 12, generator=g)
+    return x * (x > 0.4)  # a zero background, as MNIST: exact ties of the conv currents inside pooling windows
+
+
+OBJECTIVE = ContrastiveHinge(m1=0.3, m2=0.6, grad_block=False, affine_fraction=0.5)
+
+
+def train(engine, credit, net_kw=None, optimizer="adam", objective=OBJECTIVE, labels=False, epochs=2):
+    net = tiny_net(**(net_kw or {}))
+    cfg = {"epochs": epochs, "batch_size": 16, "optimizer": optimizer, "lr": 3e-3 if optimizer == "adam" else 0.05,
+           "schedule": "none", "engine": engine}
+    tr = Trainer(net, objective, credit, cfg, seed=3, progress=False)
+    assert tr.executor == engine
+    x = images()
+    y = torch.arange(x.shape[0]) % 5 if labels else None
+    tr.fit(x, y)
+    return tr
+
+
+def assert_same(a, b, atol=1e-5):
+    for (name, p), q in zip(a.net.named_parameters(), b.net.parameters()):
+        torch.testing.assert_close(p, q, atol=atol, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    for k, v in a.credit_state.items():
+        if torch.is_tensor(v):
+            torch.testing.assert_close(v, b.credit_state[k], atol=atol, rtol=1e-4, msg=lambda m: f"credit {k}: {m}")
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("credit", [Backprop(), RandomFeedback(), UpdatedRandomFeedback(), SignFeedback(), DTP(),
+                                    DTP(top="random_feedback", train_inverse_first=False)],
+                         ids=["backprop", "rf", "urf", "sign", "dtp", "dtp_rf_inverses_after"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fused_equals_reference(credit, optimizer):
+    ref, fast = train("reference", credit, optimizer=optimizer), train("fused", credit, optimizer=optimizer)
+    moved = sum(float((p - q).detach().abs().max()) for p, q in zip(ref.net.parameters(), tiny_net().parameters()))
+    assert moved > 1e-3  # the comparison is between trained networks
+    assert_same(ref, fast)
+
+
+@pytest.mark.parametrize("hidden", ["relu", "identity"])
+def test_fused_equals_reference_other_activations_and_no_pool(hidden):
+    for credit in (Backprop(), DTP()):
+        assert_same(train("reference", credit, {"hidden": hidden}), train("fused", credit, {"hidden": hidden}))
+    kw = {"pool": "none", "last_pool": "none"}
+    assert_same(train("reference", Backprop(), kw), train("fused", Backprop(), kw))
+
+
+def test_fused_equals_reference_supervised_head():
+    """Another objective (the MSE to a one-hot target, with labels) through the same fast path."""
+    obj = SupervisedTarget()
+    for credit in (Backprop(), DTP()):
+        assert_same(train("reference", credit, objective=obj, labels=True), train("fused", credit, objective=obj, labels=True))
+
+
+def test_auto_picks_fused_and_says_why_not():
+    net = tiny_net()
+    assert Trainer(net, OBJECTIVE, Backprop(), {"optimizer": "adam"}, progress=False).executor == "fused"
+    for kw, credit, why in [({"dropout": (0.1, 0, 0, 0, 0)}, Backprop(), "dropout"),
+                            ({"pool": "avg"}, Backprop(), "max pooling"),
+                            ({"hidden": "sigmoid"}, Backprop(), "activation"),
+                            ({}, Backprop(rule=Backprop().rule), None)]:
+        tr = Trainer(tiny_net(**kw), OBJECTIVE, credit, {"optimizer": "adam"}, progress=False)
+        if why is None:
+            assert tr.executor == "fused"
+        else:
+            assert tr.executor == "reference" and why in tr.executor_reasons["fused"]
+    from neurolearn.networks import MLP
+
+    tr = Trainer(MLP((144, 8, 5), dropout=(0, 0, 0), seed=0), OBJECTIVE, Backprop(), {"optimizer": "adam"}, progress=False)
+    assert tr.executor == "reference" and "no conv layer" in tr.executor_reasons["fused"]
+
+
+def test_a_wrong_routing_is_caught(monkeypatch):
+    """Opposite case: errors routed to the first cell of each window instead of its arg-max differ."""
+    ref = train("reference", Backprop())
+
+    def first_cell(net, l, signal, h, routing):
+        e = fused.BACKWARD[net.activation_of(l)][1](signal.reshape(h.shape), h)
+        if routing is None:
+            return e
+        a, idx = routing
+        out = a.zero_()
+        out.flatten(2).scatter_(2, torch.zeros_like(idx).flatten(2), e.flatten(2))
+        return out
+
+    monkeypatch.setattr(fused.Layer, "error", staticmethod(first_cell))
+    with pytest.raises(AssertionError):
+        assert_same(ref, train("fused", Backprop()))
+
+
+def test_a_wrong_derivative_is_caught(monkeypatch):
+    """Opposite case: ``f'`` read at the current instead of the activity (1 - u^2 for tanh) differs, for DTP too."""
+    ref = train("reference", DTP())
+    monkeypatch.setitem(fused.BACKWARD, "tanh", (torch.Tensor.tanh_, lambda g, a: g * (1 - torch.atanh(a.clamp(-0.99, 0.99)) ** 2)))
+    with pytest.raises(AssertionError):
+        assert_same(ref, train("fused", DTP()))
