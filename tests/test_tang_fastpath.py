@@ -24,10 +24,15 @@ from neurolearn.objectives.supervised import SupervisedTarget
 from neurolearn.train import Trainer
 
 
-def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max"):
-    """(1, 12, 12) -> conv 4 (pool 2) -> conv 6 (pool 2) -> conv 8 (pool 3 over 3x3: 1x1) -> Dense(5)."""
+def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max", shape="pooled"):
+    """(1, 12, 12) -> conv 4 (pool 2) -> conv 6 (pool 2) -> conv 8 (pool 3 over 3x3: 1x1) -> Dense(5);
+    ``shape="dense"``: conv 4 (pool 2) -> Dense(12) -> Dense(5); ``"strided"``: convs of stride 2, no pooling."""
     layers = [Conv(4, 3, padding=1, pool=pool), Conv(6, 3, padding=1, pool=pool),
               Conv(8, 3, padding=1, pool=last_pool, pool_kernel=3, pool_stride=3), Dense(5, bias=False)]
+    if shape == "dense":
+        layers = [Conv(4, 3, padding=1, pool=pool), Dense(12), Dense(5, bias=False)]
+    elif shape == "strided":
+        layers = [Conv(4, 3, stride=2, padding=1), Conv(6, 3, stride=2, padding=1), Dense(5, bias=False)]
     return FeedForward((1, 12, 12), layers, hidden_activation=hidden, output_activation="identity",
                        dropout=dropout, init="torch", seed=seed)
 
@@ -81,6 +86,13 @@ def test_fused_equals_reference_other_activations_and_no_pool(hidden):
     assert_same(train("reference", Backprop(), kw), train("fused", Backprop(), kw))
 
 
+def test_fused_equals_reference_dtp_dense_inverse_and_strided():
+    """DTP with a dense encoder layer (a dense inverse) and DTP's strided variant (transposed convs of stride 2)."""
+    assert_same(train("reference", DTP(), {"shape": "dense"}), train("fused", DTP(), {"shape": "dense"}))
+    strided = DTP(variant="strided")
+    assert_same(train("reference", strided, {"shape": "strided"}), train("fused", strided, {"shape": "strided"}))
+
+
 def test_fused_equals_reference_supervised_head():
     """Another objective (the MSE to a one-hot target, with labels) through the same fast path."""
     obj = SupervisedTarget()
@@ -128,5 +140,19 @@ def test_a_wrong_derivative_is_caught(monkeypatch):
     """Opposite case: ``f'`` read at the current instead of the activity (1 - u^2 for tanh) differs, for DTP too."""
     ref = train("reference", DTP())
     monkeypatch.setitem(fused.BACKWARD, "tanh", (torch.Tensor.tanh_, lambda g, a: g * (1 - torch.atanh(a.clamp(-0.99, 0.99)) ** 2)))
+    with pytest.raises(AssertionError):
+        assert_same(ref, train("fused", DTP()))
+
+
+def test_a_wrong_noisy_forward_is_caught(monkeypatch):
+    """Opposite case: the inverses' training input pooled by the mean instead of the maximum differs."""
+    ref = train("reference", DTP())
+
+    def mean_pool(net, l, h):
+        u = fused.ops(net.layers[l]).current(net.layers[l], h.flatten(1) if l == net.n_layers - 1 else h)
+        d = net.descriptions[l]
+        return torch.tanh(torch.nn.functional.avg_pool2d(u, d.pool_kernel, d.pool_stride)) if u.ndim == 4 else u
+
+    monkeypatch.setattr(fused, "pooled_first", mean_pool)
     with pytest.raises(AssertionError):
         assert_same(ref, train("fused", DTP()))

@@ -1,14 +1,15 @@
-"""Fast executor: conv networks without dropout trained by Backprop or DTP (Tang et al. 2022's E-MNIST3 rows).
+"""Fast executor: conv networks without dropout trained by Backprop, random feedback or DTP (Tang et al. 2022's E-MNIST3 rows).
 
 Supported setups (:meth:`FusedConvExecutor.unsupported` says why another is not): a
 :class:`~neurolearn.networks.feedforward.FeedForward` network with at least one conv layer, plain
 ``nn.Conv2d`` / ``nn.Linear`` layers ending in a dense layer, no dropout, max pooling (if any) over
 windows that do not overlap (``pool_kernel <= pool_stride``), hidden activations in :data:`BACKWARD`, and
-either :class:`~neurolearn.credit.Backprop` with the delta rule or :class:`~neurolearn.credit.dtp.DTP`;
-any objective, any optimiser. Per batch it computes what the credit method's ``step`` computes, with
-the same calls wherever the work is the same (the objective's error, DTP's noise, inverses, targets and
-inverse optimiser, the delta rule's factors through :func:`~neurolearn.plasticity.apply_updates`), and
-these exact rearrangements of the rest:
+:class:`~neurolearn.credit.Backprop` or :class:`~neurolearn.credit.feedback.RandomFeedback` (RF, URF, sign)
+with the delta rule, or :class:`~neurolearn.credit.dtp.DTP`; any objective, any optimiser. Per batch it
+computes what the credit method's ``step`` computes, with the same calls wherever the work is the same
+(the objective's error, sending errors down through ``W`` or ``B``, DTP's noise, top target and inverse
+optimiser, the delta rule's factors through :func:`~neurolearn.plasticity.apply_updates`), and these
+exact rearrangements of the rest:
 
 1. a layer ``h_l = pool(f(u_l))`` applies ``f`` in place on its current ``u_l`` (which nothing reads
    afterwards) instead of writing a second map of the same size: the same values;
@@ -19,14 +20,18 @@ these exact rearrangements of the rest:
    cell is the winner of one window at most when windows do not overlap), with ``f'`` computed on a
    quarter of the cells of a 2x2 pool, written into the buffer of ``f(u_l)`` (no new map);
 3. DTP's layer losses ``L_l = mean((h_l - hat h_l)^2)`` are differentiated by autograd with respect to
-   the pooled activities ``h_l`` (then 2. carries them to the currents), and its inverses' training
-   input ``f_l(tilde h)`` is computed with 1.
+   the pooled activities ``h_l`` (then 2. carries them to the currents);
+4. DTP's inverses are trained on ``f_l(tilde h)``, values only, computed as ``f(maxpool(u))``: the maximum
+   of a window commutes with a non-decreasing ``f`` (:func:`pooled_first`);
+5. DTP's inverses ``g_l`` apply their activation in place; a transposed convolution reads its input in
+   channels-last order (torch's CPU kernel: the same numbers, about twice as fast); the reconstruction
+   loss's gradient is the chain rule written out with autograd's factors (:func:`reconstruction_losses`).
 
 The saving is memory traffic (on the CPU a fresh tensor of this size costs about as much as one pass
 over it): the reference's backward through pooling and ``f`` writes two full-size maps per layer, this
-one none. Tested equal to the reference executor (``tests/test_tang_fastpath.py``); the weight
-gradients come from the same convolution calls, so the weights agree to float rounding (the same
-kernels, bit for bit where they see the same inputs).
+one none. Tested equal to the reference executor (``tests/test_tang_fastpath.py``: the same weights, bit
+for bit on the CPU, after two epochs of Adam and of SGD); the weight gradients come from the same
+convolution calls.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..credit.backprop import Backprop
-from ..credit.dtp import DTP
+from ..credit.dtp import DTP, _geometry
 from ..credit.feedback import RandomFeedback, SignFeedback, UpdatedRandomFeedback
 from ..data import batch_indices
 from ..networks.activations import activation, times_derivative
@@ -132,9 +137,76 @@ def backprop_step(credit, net, x, objective, objective_state, state, optimizer, 
     return {"loss": float(out.loss)}
 
 
+@torch.no_grad()
+def pooled_first(net, l: int, h: torch.Tensor) -> torch.Tensor:
+    """``pool(f(W h + b))`` of layer ``l``, values only, as ``f(pool(W h + b))``: the maximum of a window commutes
+    with a non-decreasing ``f`` (tanh, relu, identity; torch's float32 tanh is non-decreasing on every float), so
+    the same numbers, with ``f`` on the pooled cells only (module docstring, 4.)."""
+    layer, d = net.layers[l], net.descriptions[l]
+    if isinstance(layer, nn.Linear) and h.ndim > 2:
+        h = h.flatten(1)
+    u = ops(layer).current(layer, h)
+    if isinstance(d, Conv) and d.pool == "max":
+        u = F.max_pool2d(u, d.pool_kernel, d.pool_stride, d.pool_padding)
+    return BACKWARD[net.activation_of(l)][0](u)
+
+
+@torch.no_grad()
+def inverse(credit: DTP, net, l: int, h: torch.Tensor, state: dict) -> torch.Tensor:
+    """:meth:`DTP.inverse` with the activation applied in place on the transposed convolution's (or dense map's)
+    fresh output."""
+    geo = _geometry(tuple(net.shapes), tuple(net.descriptions), credit.inverse_kernel)[l]
+    w, b = state[f"inv{l}.weight"], state[f"inv{l}.bias"]
+    if geo["kind"] == "conv_transpose":
+        # the input in channels-last order: the same numbers from torch's CPU kernel, twice as fast
+        # (tested equal); the output back in the network's (contiguous) order
+        u = F.conv_transpose2d(h.contiguous(memory_format=torch.channels_last), w, b, stride=geo["stride"],
+                               padding=geo["padding"], output_padding=geo["output_padding"]).contiguous()
+    else:
+        u = F.linear(h.flatten(1), w, b)
+    return BACKWARD[credit.inverse_activation][0](u).reshape(h.shape[0], *geo["out_shape"])
+
+
+def reconstruction_losses(credit: DTP, net, fh: dict, tilde: dict, state: dict) -> dict:
+    """:meth:`DTP.reconstruction_losses` with the chain rule written out for a transposed-conv inverse:
+    ``r = g_l(f_l(tilde h))``, ``dL_inv/dr = (1/N) 2 (r - tilde h)`` (autograd's factors of the mean and the
+    square, the same product), ``act'`` from ``r``, the kernel's and bias' gradients from the transposed
+    convolution's backward; a dense inverse goes to the credit method's own."""
+    out = {}
+    for l, t in tilde.items():
+        geo = _geometry(tuple(net.shapes), tuple(net.descriptions), credit.inverse_kernel)[l]
+        if geo["kind"] != "conv_transpose":
+            out.update(credit.reconstruction_losses(net, {l: fh[l]}, {l: t}, state))
+            continue
+        with torch.no_grad():
+            w = state[f"inv{l}.weight"]
+            r = inverse(credit, net, l, fh[l], state)
+            d = r - t
+            loss = (d ** 2).mean()
+            scale = 2.0 * float(torch.ones((), dtype=d.dtype) / d.numel())  # 2 x autograd's 1/N, in the tensor's precision
+            grad = BACKWARD[credit.inverse_activation][1](d.mul_(scale), r)
+            _, gw, gb = torch.ops.aten.convolution_backward(
+                grad, fh[l], w, [w.shape[1]], list(geo["stride"]), list(geo["padding"]), [1, 1], True,
+                list(geo["output_padding"]), 1, (False, True, True))
+        out[l] = (loss, (gw, gb))
+    return out
+
+
+@torch.no_grad()
+def targets(credit: DTP, net, hs: list, e_out: torch.Tensor, state: dict) -> dict:
+    """:meth:`DTP.targets` with :func:`inverse`: ``hat h_{L-1} = h_{L-1} - alpha dL/dh_{L-1}``, then
+    ``hat h_{l-1} = (h_{l-1} - g_l(h_l)) + g_l(hat h_l)`` (the sum in the same order, the second term added in place)."""
+    L = net.n_layers
+    t = {L - 1: hs[L - 1] - credit.alpha * credit.top_gradient(net, hs, e_out, state)}
+    for l in range(L - 1, 1, -1):
+        g_h, g_t = inverse(credit, net, l, torch.cat([hs[l], t[l]]), state).split(hs[l].shape[0])
+        t[l - 1] = (hs[l - 1] - g_h).add_(g_t)
+    return t
+
+
 def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
     """:meth:`DTP.step` (steps 1-5 of :mod:`neurolearn.credit.dtp`), with the forward, the inverses' training
-    input and the layer errors rearranged as the module docstring says."""
+    input, their losses, the targets and the layer errors rearranged as the module docstring says."""
     L = net.n_layers
     with torch.no_grad():
         hs, routings = forward(net, x)
@@ -142,19 +214,18 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
 
     def train_inverses():
         tilde = credit.noisy_inputs(net, hs, generator)
-        with torch.no_grad():
-            fh = {l: Layer.forward(net, l - 1, t)[0] for l, t in tilde.items()}
-        return credit.step_inverses(state, credit.reconstruction_losses(net, fh, tilde, state))
+        fh = {l: pooled_first(net, l - 1, t) for l, t in tilde.items()}
+        return credit.step_inverses(state, reconstruction_losses(credit, net, fh, tilde, state))
 
     inv = train_inverses() if credit.train_inverse_first else {}
     with torch.no_grad():
         e_out = Layer.error(net, L - 1, out.grad, hs[-1], None)
-        targets = credit.targets(net, hs, e_out, state)
+        hat = targets(credit, net, hs, e_out, state)
     if not credit.train_inverse_first:
         inv = train_inverses()
     leaves = [hs[l].detach().requires_grad_(True) for l in range(1, L)]
     with torch.enable_grad():
-        total = sum(((a - targets[l]) ** 2).mean() for l, a in enumerate(leaves, start=1))
+        total = sum(((a - hat[l]) ** 2).mean() for l, a in enumerate(leaves, start=1))
     grads = torch.autograd.grad(total, leaves)
     with torch.no_grad():
         errors = [Layer.error(net, l - 1, g, hs[l], routings[l - 1]) for l, g in enumerate(grads, start=1)] + [e_out]
@@ -164,7 +235,7 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
 
 @register_executor
 class FusedConvExecutor(Executor):
-    """Backprop or DTP on a conv network, batch by batch (see module docstring)."""
+    """Backprop, random feedback or DTP on a conv network, batch by batch (see module docstring)."""
 
     name = "fused"
 
@@ -187,8 +258,8 @@ class FusedConvExecutor(Executor):
         if type(credit) in (Backprop, RandomFeedback, UpdatedRandomFeedback, SignFeedback) and type(credit.rule) is Delta:
             return None
         if type(credit) is DTP:
-            if net.activation_of(net.n_layers - 1) not in BACKWARD:
-                return f"the output activation is not one of {', '.join(BACKWARD)}"
+            if net.activation_of(net.n_layers - 1) not in BACKWARD or credit.inverse_activation not in BACKWARD:
+                return f"the output or the inverses' activation is not one of {', '.join(BACKWARD)}"
             return None
         return f"{type(credit).__name__} is not Backprop or random feedback with the delta rule, or DTP"
 
