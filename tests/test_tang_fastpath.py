@@ -86,9 +86,11 @@ def test_fused_equals_reference_other_activations_and_no_pool(hidden):
     assert_same(train("reference", Backprop(), kw), train("fused", Backprop(), kw))
 
 
-def test_fused_equals_reference_dtp_dense_inverse_and_strided():
-    """DTP with a dense encoder layer (a dense inverse) and DTP's strided variant (transposed convs of stride 2)."""
-    assert_same(train("reference", DTP(), {"shape": "dense"}), train("fused", DTP(), {"shape": "dense"}))
+def test_fused_equals_reference_dense_hidden_layer_and_strided_dtp():
+    """A dense hidden layer after a pooled conv (for DTP a dense inverse) and DTP's strided variant (transposed
+    convs of stride 2, no pooling)."""
+    for credit in (Backprop(), DTP()):
+        assert_same(train("reference", credit, {"shape": "dense"}), train("fused", credit, {"shape": "dense"}))
     strided = DTP(variant="strided")
     assert_same(train("reference", strided, {"shape": "strided"}), train("fused", strided, {"shape": "strided"}))
 

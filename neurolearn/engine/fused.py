@@ -88,14 +88,14 @@ class Layer:
         if routing is None:
             return e
         a, idx = routing
-        out = a.zero_()
-        out.flatten(2).scatter_(2, idx.flatten(2), e.flatten(2))
+        out = a.zero_()  # .view: the scatter must write into this buffer (an error, never a silent copy)
+        out.view(*out.shape[:2], -1).scatter_(2, idx.flatten(2), e.flatten(2))
         return out
 
 
 def forward(net, x: torch.Tensor) -> tuple[list, list]:
-    """``(hs, routings)``: the activities ``[h_0 .. h_L]`` (``h_L`` before the output activation is applied
-    only if it is in :data:`BACKWARD`) and each layer's routing (:meth:`Layer.forward`)."""
+    """``(hs, routings)``: the activities ``[h_0 .. h_L]`` and each layer's routing (:meth:`Layer.forward`; every
+    activation, the output's too, in :data:`BACKWARD`)."""
     hs, routings = [net.check_input(x)], []
     for l in range(net.n_layers):
         h, r = Layer.forward(net, l, hs[-1])
