@@ -26,11 +26,16 @@ from neurolearn.train import Trainer
 
 def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max", shape="pooled"):
     """(1, 12, 12) -> conv 4 (pool 2) -> conv 6 (pool 2) -> conv 8 (pool 3 over 3x3: 1x1) -> Dense(5);
-    ``shape="dense"``: conv 4 (pool 2) -> Dense(12) -> Dense(5); ``"strided"``: convs of stride 2, no pooling."""
+    ``shape="dense"``: conv 4 (pool 2) -> Dense(12) -> Dense(5); ``"strided"``: convs of stride 2, no pooling;
+    ``"gaps"``: windows 2x2 every 3 cells (12 -> 4), then 2x2 on 4x4... on a 3x3 map (the last row and column in
+    no window)."""
     layers = [Conv(4, 3, padding=1, pool=pool), Conv(6, 3, padding=1, pool=pool),
               Conv(8, 3, padding=1, pool=last_pool, pool_kernel=3, pool_stride=3), Dense(5, bias=False)]
     if shape == "dense":
         layers = [Conv(4, 3, padding=1, pool=pool), Dense(12), Dense(5, bias=False)]
+    elif shape == "gaps":
+        layers = [Conv(4, 3, padding=1, pool=pool, pool_kernel=2, pool_stride=3), Conv(6, 2, pool=pool),
+                  Dense(5, bias=False)]
     elif shape == "strided":
         layers = [Conv(4, 3, stride=2, padding=1), Conv(6, 3, stride=2, padding=1), Dense(5, bias=False)]
     return FeedForward((1, 12, 12), layers, hidden_activation=hidden, output_activation="identity",
@@ -87,10 +92,12 @@ def test_fused_equals_reference_other_activations_and_no_pool(hidden):
 
 
 def test_fused_equals_reference_dense_hidden_layer_and_strided_dtp():
-    """A dense hidden layer after a pooled conv (for DTP a dense inverse) and DTP's strided variant (transposed
-    convs of stride 2, no pooling)."""
+    """A dense hidden layer after a pooled conv (for DTP a dense inverse), pooling windows with gaps between them
+    and a map whose last row and column are in no window, and DTP's strided variant (transposed convs of stride 2,
+    no pooling)."""
     for credit in (Backprop(), DTP()):
-        assert_same(train("reference", credit, {"shape": "dense"}), train("fused", credit, {"shape": "dense"}))
+        for shape in ("dense", "gaps"):
+            assert_same(train("reference", credit, {"shape": shape}), train("fused", credit, {"shape": shape}))
     strided = DTP(variant="strided")
     assert_same(train("reference", strided, {"shape": "strided"}), train("fused", strided, {"shape": "strided"}))
 
@@ -120,20 +127,42 @@ def test_auto_picks_fused_and_says_why_not():
     assert tr.executor == "reference" and "no conv layer" in tr.executor_reasons["fused"]
 
 
+def test_ties_are_broken_as_max_pool2d():
+    """The winner masks of fused.max_pool equal F.max_pool2d's indices on maps full of ties (the zero background of
+    the test images gives equal currents in many windows), and one cell per window wins."""
+    net = tiny_net()
+    with torch.no_grad():
+        a = torch.tanh(net.layers[0](images()))
+    a = torch.cat([a, a.round(decimals=1)])  # more ties
+    d = net.descriptions[0]
+    pooled, winners = fused.max_pool(a, d)
+    ref, idx = torch.nn.functional.max_pool2d(a, 2, 2, return_indices=True)
+    assert torch.equal(pooled, ref)
+    chosen = torch.zeros_like(a, dtype=torch.bool)
+    chosen.flatten(2).scatter_(2, idx.flatten(2), True)
+    mine = torch.zeros_like(chosen)
+    for v, w in zip(fused.windows(mine, d), winners):
+        v.copy_(w)
+    assert torch.equal(mine, chosen)
+    ties = sum((v == pooled).int() for v in fused.windows(a, d)) > 1
+    assert ties.float().mean() > 0.1  # the case the first-cell rule decides
+    # opposite case: the last tied cell instead of the first differs
+    last = [(v == pooled) for v in fused.windows(a, d)]
+    assert not torch.equal(last[-1], winners[-1])
+
+
 def test_a_wrong_routing_is_caught(monkeypatch):
     """Opposite case: errors routed to the first cell of each window instead of its arg-max differ."""
     ref = train("reference", Backprop())
+    original = fused.max_pool
 
-    def first_cell(net, l, signal, h, routing):
-        e = fused.BACKWARD[net.activation_of(l)][1](signal.reshape(h.shape), h)
-        if routing is None:
-            return e
-        a, idx = routing
-        out = a.zero_()
-        out.flatten(2).scatter_(2, torch.zeros_like(idx).flatten(2), e.flatten(2))
-        return out
+    def first_cell(a, d, routing=True):
+        m, winners = original(a, d, routing)
+        if winners is not None:
+            winners = [torch.ones_like(winners[0])] + [torch.zeros_like(w) for w in winners[1:]]
+        return m, winners
 
-    monkeypatch.setattr(fused.Layer, "error", staticmethod(first_cell))
+    monkeypatch.setattr(fused, "max_pool", first_cell)
     with pytest.raises(AssertionError):
         assert_same(ref, train("fused", Backprop()))
 
