@@ -25,13 +25,17 @@ exact rearrangements of the rest:
    of a window commutes with a non-decreasing ``f`` (:func:`pooled_first`);
 5. DTP's inverses ``g_l`` apply their activation in place; a transposed convolution reads its input in
    channels-last order (torch's CPU kernel: the same numbers, about twice as fast); the reconstruction
-   loss's gradient is the chain rule written out with autograd's factors (:func:`reconstruction_losses`).
+   loss's gradient is the chain rule written out with autograd's factors (:func:`reconstruction_losses`);
+6. max pooling is the maximum over the strided views of each window offset, and the routing one 0/1 mask
+   per offset marking the window's first maximal cell, the cell ``F.max_pool2d`` picks (:func:`max_pool`):
+   the same values and winners without the pooling kernel's int64 indices, which on the CPU cost more than
+   the whole rest of the layer's elementwise work.
 
 The saving is memory traffic (on the CPU a fresh tensor of this size costs about as much as one pass
 over it): the reference's backward through pooling and ``f`` writes two full-size maps per layer, this
-one none. Tested equal to the reference executor (``tests/test_tang_fastpath.py``: the same weights, bit
-for bit on the CPU, after two epochs of Adam and of SGD); the weight gradients come from the same
-convolution calls.
+one writes the error into the buffer of ``f(u_l)``. Tested equal to the reference executor
+(``tests/test_tang_fastpath.py``: the same weights, bit for bit on the CPU, after two epochs of Adam and of
+SGD); the weight gradients come from the same convolution calls.
 """
 
 from __future__ import annotations
@@ -125,8 +129,8 @@ class Layer:
         if not covered:  # cells in no window (a stride wider than the window, a map not a multiple of it)
             a.zero_()
         zero = e.new_zeros(())
-        for v, w in zip(views, winners):
-            v.copy_(torch.where(w, e, zero))
+        for v, w in zip(views, winners):  # 0 + e w: e at the winner, +0 elsewhere (as the reference's zero fill)
+            torch.addcmul(zero, e, w, out=v)
         return a
 
 
@@ -189,16 +193,17 @@ def pooled_first(net, l: int, h: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def inverse(credit: DTP, net, l: int, h: torch.Tensor, state: dict) -> torch.Tensor:
+def inverse(credit: DTP, net, l: int, h: torch.Tensor, state: dict, contiguous: bool = True) -> torch.Tensor:
     """:meth:`DTP.inverse` with the activation applied in place on the transposed convolution's (or dense map's)
-    fresh output."""
+    fresh output (``contiguous=False``: a transposed convolution's output is left in channels-last order)."""
     geo = _geometry(tuple(net.shapes), tuple(net.descriptions), credit.inverse_kernel)[l]
     w, b = state[f"inv{l}.weight"], state[f"inv{l}.bias"]
     if geo["kind"] == "conv_transpose":
-        # the input in channels-last order: the same numbers from torch's CPU kernel, twice as fast
-        # (tested equal); the output back in the network's (contiguous) order
+        # the input in channels-last order: the same numbers from torch's CPU kernel, twice as fast (tested equal)
         u = F.conv_transpose2d(h.contiguous(memory_format=torch.channels_last), w, b, stride=geo["stride"],
-                               padding=geo["padding"], output_padding=geo["output_padding"]).contiguous()
+                               padding=geo["padding"], output_padding=geo["output_padding"])
+        if contiguous:
+            u = u.contiguous()
     else:
         u = F.linear(h.flatten(1), w, b)
     return BACKWARD[credit.inverse_activation][0](u).reshape(h.shape[0], *geo["out_shape"])
@@ -236,7 +241,7 @@ def targets(credit: DTP, net, hs: list, e_out: torch.Tensor, state: dict) -> dic
     L = net.n_layers
     t = {L - 1: hs[L - 1] - credit.alpha * credit.top_gradient(net, hs, e_out, state)}
     for l in range(L - 1, 1, -1):
-        g_h, g_t = inverse(credit, net, l, torch.cat([hs[l], t[l]]), state).split(hs[l].shape[0])
+        g_h, g_t = inverse(credit, net, l, torch.cat([hs[l], t[l]]), state, contiguous=False).split(hs[l].shape[0])
         t[l - 1] = (hs[l - 1] - g_h).add_(g_t)
     return t
 
