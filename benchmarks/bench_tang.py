@@ -8,8 +8,8 @@ pairs. Timed: one epoch after ``--warmup-epochs`` epochs on the same samples, ``
 range), methods interleaved within each repeat.
 
 Rows:
-- ``e2e_bp``: ours, the recipe ``e2e_bp`` (Backprop: autograd of the output current to each hidden current, the
-  delta rule's factors, one optimiser step);
+- ``e2e_bp``: ours, the recipe ``e2e_bp`` (Backprop: the delta rule's factors, one optimiser step) run by the
+  executor the trainer picks (``engine = "auto"``: the fused executor, :mod:`neurolearn.engine.fused`);
 - ``autograd``: the straightforward PyTorch implementation -- a ``torch.nn.Sequential`` of the same layers and
   initial weights, the hinge written with ``torch.cdist(p=1)``, ``loss.backward()``, ``torch.optim.Adam`` -- on
   the same views;
@@ -17,16 +17,18 @@ Rows:
   ``e2e_dtp``, ``gll_bp_l{0,1,2}`` / ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer:
   ``epochs_per_layer = 1``, epoch l trains layer l), ``rll_bp`` / ``rll_rf`` (a random layer per batch), and
   ``sequential`` when a credit type of that name is registered. A method whose type is not registered in this
-  checkout is skipped with a printed note.
+  checkout is skipped with a printed note;
+- ``e2e_bp_reference``, ``e2e_rf_reference``, ``e2e_dtp_reference``: those recipes run by the reference executor
+  (``credit.step`` on every batch: the readable reference the fast executors are tested equal to).
 
-Reported per row: s / 1,000 pairs (median, range), the ratio to ``e2e_bp`` (the issue's bound for local methods:
-at most 1.3x), and GFLOP/s of the row's nominal work against the float32 matrix-multiply peak measured in the
+Reported per row: the executor that ran it, s / 1,000 pairs (median, range), the ratio to ``e2e_bp`` (the issue's
+bound for local methods: at most 1.3x), and GFLOP/s of the row's nominal work against the float32 matrix-multiply peak measured in the
 same run (``bench_training.matmul_peak``). Nominal work per pair: 2 views x (forward + 2 x backward) of the layers
 a step trains, plus the forward of the frozen layers below (layer-wise); DTP's inverses are not counted (its
 GFLOP/s is a lower bound). The 1-minute load average is recorded; a warning says when the machine was busy.
 
     python benchmarks/bench_tang.py [--samples 2000] [--batch 1000] [--repeats 3] [--threads 2]
-        [--methods e2e_bp,autograd,e2e_rf,...] [--out benchmarks/results/tang.json]
+        [--methods e2e_bp,autograd,e2e_rf,...,e2e_bp_reference] [--out benchmarks/results/tang.json]
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from bench_training import matmul_peak, median_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "models" / "tang2022"
-METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential")
+METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential",
+           "e2e_bp_reference", "e2e_rf_reference", "e2e_dtp_reference")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,6 +63,9 @@ def recipe_of(method: str, batch: int) -> tuple[dict | None, str | None]:
 
     over: dict = {"training": {"batch_size": batch, "threads": 0}}
     name = method
+    if method.endswith("_reference"):
+        name = method[: -len("_reference")]
+        over["training"]["engine"] = "reference"
     if method == "e2e_urf":
         name, over["credit"] = "e2e_rf", {"type": "updated_random_feedback"}
     elif method == "sequential":
@@ -207,7 +213,7 @@ def main(argv=None) -> int:
                 state["epoch"] += 1
                 return s
 
-            units["autograd"] = (run, nominal_flops_per_pair(trainer.net, "e2e"))
+            units["autograd"] = (run, nominal_flops_per_pair(trainer.net, "e2e"), "torch autograd")
             continue
         recipe, why = recipe_of(method, args.batch)
         if recipe is None:
@@ -225,7 +231,8 @@ def main(argv=None) -> int:
                     tr.fit(x, epochs=layer + 1)
                     return time.perf_counter() - t0
 
-                units[f"{method}_l{layer}"] = (fresh, nominal_flops_per_pair(net, method, layer))
+                units[f"{method}_l{layer}"] = (fresh, nominal_flops_per_pair(net, method, layer),
+                                               make_trainer(recipe)[0].executor)
             continue
         trainer, _ = make_trainer(recipe)
         trainer.fit(x, epochs=args.warmup_epochs)
@@ -235,7 +242,7 @@ def main(argv=None) -> int:
             trainer.fit(x, epochs=trainer.epoch + 1)
             return time.perf_counter() - t0
 
-        units[method] = (run, nominal_flops_per_pair(trainer.net, "e2e"))
+        units[method] = (run, nominal_flops_per_pair(trainer.net, "e2e"), trainer.executor)
 
     times: dict = {name: [] for name in units}
     for r in range(args.repeats):
@@ -245,9 +252,9 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()[0]
     ref = statistics.median(times["e2e_bp"]) if "e2e_bp" in times else None
     rows = []
-    for name, (_, flops) in units.items():
+    for name, (_, flops, executor) in units.items():
         med = statistics.median(times[name])
-        rows.append({"method": name, "pairs": n, "batch": args.batch, "s_per_1000_pairs": median_range(times[name]),
+        rows.append({"method": name, "executor": executor, "pairs": n, "batch": args.batch, "s_per_1000_pairs": median_range(times[name]),
                      "ratio_to_e2e_bp": med / ref if ref else None, "gflops": flops / med / 1e6,
                      "fraction_of_peak": flops / med / 1e6 / peak, "nominal_flops_per_pair": flops})
     print_table(rows, peak)
@@ -269,17 +276,17 @@ def main(argv=None) -> int:
 
 def print_table(rows: list[dict], peak: float) -> None:
     """Medians, ranges, ratio to E2E BP, GFLOP/s and the fraction of the measured peak."""
-    cols = [("method", 14), ("s/1000 pairs", 13), ("range", 15), ("x e2e_bp", 9), ("GFLOP/s", 9), ("% peak", 8)]
+    cols = [("method", 17), ("executor", 15), ("s/1000 pairs", 13), ("range", 15), ("x e2e_bp", 9), ("GFLOP/s", 9), ("% peak", 8)]
     print(f"matrix-multiply peak (float32, 2048^3, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
-    hdr = " ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(cols))
+    hdr = " ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(cols))
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         s = r["s_per_1000_pairs"]
-        cells = [r["method"], f"{s['median']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}",
+        cells = [r["method"], r["executor"], f"{s['median']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}",
                  f"{r['ratio_to_e2e_bp']:.2f}x" if r["ratio_to_e2e_bp"] else "-", f"{r['gflops']:.1f}",
                  f"{100 * r['fraction_of_peak']:.0f}%"]
-        print(" ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, (_, w)) in enumerate(zip(cells, cols))))
+        print(" ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, (_, w)) in enumerate(zip(cells, cols))))
 
 
 if __name__ == "__main__":

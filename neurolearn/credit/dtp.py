@@ -259,33 +259,51 @@ class DTP(CreditMethod):
     def _record(self, net, hs: list, record) -> list:
         return record if record is not None else [self.layer_output(net, l, hs[l]) for l in range(net.n_layers)]
 
-    def inverse_losses(self, net, hs: list, state: dict, generator=None, grad: bool = True) -> dict:
-        """``{l: (L_inv_l, (g_W, g_b))}``: ``L_inv_l = mean((g_l(f_l(tilde h)) - tilde h)^2)`` with
-        ``tilde h = h_{l-1} + sigma eps`` (noise drawn from ``generator``, ``l`` ascending) and, with
-        ``grad``, its gradient w.r.t. ``g_l``'s weight and bias (nothing else)."""
+    def noisy_inputs(self, net, hs: list, generator=None) -> dict:
+        """``{l: tilde h_{l-1}}`` for ``l = 2 .. L-1``: ``tilde h = h_{l-1} + sigma eps``, ``eps ~ N(0, I)`` drawn from
+        ``generator`` in ascending ``l`` (``h_{l-1}`` itself when ``sigma = 0``)."""
         out = {}
         for l in range(2, net.n_layers):
             h = hs[l - 1]
-            tilde = h
+            out[l] = h
             if self.inverse_noise > 0:
                 where = generator.device if generator is not None else h.device
                 eps = torch.randn(h.shape, generator=generator, device=where, dtype=h.dtype).to(h.device)
-                tilde = h + self.inverse_noise * eps
-            fh = self.layer_output(net, l - 1, tilde, grad=False)[1]
+                out[l] = h + self.inverse_noise * eps
+        return out
+
+    def inverse_losses(self, net, hs: list, state: dict, generator=None, grad: bool = True) -> dict:
+        """``{l: (L_inv_l, (g_W, g_b))}``: ``L_inv_l = mean((g_l(f_l(tilde h)) - tilde h)^2)`` with
+        ``tilde h = h_{l-1} + sigma eps`` (:meth:`noisy_inputs`) and, with ``grad``, its gradient w.r.t. ``g_l``'s
+        weight and bias (nothing else)."""
+        tilde = self.noisy_inputs(net, hs, generator)
+        fh = {l: self.layer_output(net, l - 1, t, grad=False)[1] for l, t in tilde.items()}
+        return self.reconstruction_losses(net, fh, tilde, state, grad)
+
+    def reconstruction_losses(self, net, fh: dict, tilde: dict, state: dict, grad: bool = True) -> dict:
+        """``{l: (L_inv_l, (g_W, g_b))}`` of :meth:`inverse_losses` from the inverses' inputs ``fh[l] = f_l(tilde h)``
+        and targets ``tilde[l] = tilde h``."""
+        out = {}
+        for l, t in tilde.items():
             w = state[f"inv{l}.weight"].detach().requires_grad_(grad)
             b = state[f"inv{l}.bias"].detach().requires_grad_(grad)
             with torch.enable_grad():
-                loss = ((self.inverse(net, l, fh, state, w, b) - tilde) ** 2).mean()
+                loss = ((self.inverse(net, l, fh[l], state, w, b) - t) ** 2).mean()
                 grads = torch.autograd.grad(loss, (w, b)) if grad else None
             out[l] = (loss.detach(), grads)
         return out
 
     @torch.no_grad()
     def train_inverses(self, net, hs: list, state: dict, generator=None) -> dict:
-        """One step of every inverse on its reconstruction loss (:meth:`inverse_losses`) with its own Adam
+        """One step of every inverse on its reconstruction loss (:meth:`inverse_losses`, :meth:`step_inverses`);
+        returns ``{l: L_inv_l}`` before the step."""
+        return self.step_inverses(state, self.inverse_losses(net, hs, state, generator))
+
+    @torch.no_grad()
+    def step_inverses(self, state: dict, losses: dict) -> dict:
+        """One step of every inverse on its gradient ``losses[l] = (L_inv_l, (g_W, g_b))`` with its own Adam
         (``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``, ``p -= lr m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps)``)
-        or SGD (``p -= lr g``); returns ``{l: L_inv_l}`` before the step."""
-        losses = self.inverse_losses(net, hs, state, generator)
+        or SGD (``p -= lr g``); returns ``{l: L_inv_l}``."""
         if not losses:
             return {}
         state["inverse_steps"] += 1

@@ -66,7 +66,7 @@ def register_executor(cls):
 def executors() -> dict:
     """Name -> class of every executor (the reference included)."""
     from .reference import ReferenceExecutor
-    from . import blocked  # noqa: F401  (registers itself)
+    from . import blocked, fused  # noqa: F401  (register themselves; the last imported is tried first)
 
     return {e.name: e for e in _EXECUTORS} | {"reference": ReferenceExecutor}
 
