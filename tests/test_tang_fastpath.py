@@ -125,6 +125,9 @@ def test_auto_picks_fused_and_says_why_not():
 
     tr = Trainer(MLP((144, 8, 5), dropout=(0, 0, 0), seed=0), OBJECTIVE, Backprop(), {"optimizer": "adam"}, progress=False)
     assert tr.executor == "reference" and "no conv layer" in tr.executor_reasons["fused"]
+    tr = Trainer(tiny_net(), OBJECTIVE, Backprop(), {"optimizer": "adam"}, progress=False)
+    tr.device = torch.device("meta")  # a network off the CPU (no GPU here): the fused executor declines it
+    assert "tested equal to the reference on the CPU only" in fused.FusedConvExecutor.unsupported(tr)
 
 
 def test_ties_are_broken_as_max_pool2d():

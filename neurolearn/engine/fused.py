@@ -1,6 +1,6 @@
 """Fast executor: conv networks without dropout trained by Backprop, random feedback or DTP (Tang et al. 2022's E-MNIST3 rows).
 
-Supported setups (:meth:`FusedConvExecutor.unsupported` says why another is not): a
+Supported setups (:meth:`FusedConvExecutor.unsupported` says why another is not): on the CPU, a
 :class:`~neurolearn.networks.feedforward.FeedForward` network with at least one conv layer, plain
 ``nn.Conv2d`` / ``nn.Linear`` layers ending in a dense layer, no dropout, max pooling (if any) over
 windows that do not overlap (``pool_kernel <= pool_stride``), hidden activations in :data:`BACKWARD`, and
@@ -286,6 +286,9 @@ class FusedConvExecutor(Executor):
         net, credit = trainer.net, trainer.credit
         if not isinstance(net, FeedForward):
             return "the network is not a FeedForward network"
+        if trainer.device.type != "cpu":
+            return (f"the network is on {trainer.device.type}: this executor saves CPU memory traffic and is tested "
+                    "equal to the reference on the CPU only")
         if not any(isinstance(d, Conv) for d in net.descriptions):
             return "the network has no conv layer"
         if any(p > 0 for p in net.dropout):
