@@ -40,7 +40,6 @@ SGD); the weight gradients come from the same convolution calls.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -49,14 +48,13 @@ from torch import nn
 from ..credit.backprop import Backprop
 from ..credit.dtp import DTP, _geometry
 from ..credit.feedback import RandomFeedback, SignFeedback, UpdatedRandomFeedback
-from ..data import batch_indices
 from ..networks.activations import activation, times_derivative
 from ..networks.feedforward import FeedForward
 from ..networks.layers import Conv, Factors, ops
 from ..plasticity.base import apply_updates
 from ..plasticity.delta import Delta
-from ..rng import batch_generator
-from . import Executor, NonFiniteLoss, register_executor
+from . import Executor, register_executor
+from .reference import run_batches
 
 #: activation name -> (in-place ``f``, ``grad * f'`` from the activity ``f(u)``): autograd's own backward
 #: formulas of ``torch.tanh`` and ``torch.relu`` (``tanh_backward``, ``threshold_backward``), so the errors
@@ -310,18 +308,10 @@ class FusedConvExecutor(Executor):
 
     def run_epoch(self, epoch, x, labels, progress):
         t = self.trainer
-        total, n = 0.0, 0
-        for b, idx in enumerate(batch_indices(x.shape[0], t.config.batch_size, t.seed, epoch)):
-            g = batch_generator(t.seed, epoch, b)
-            xb, lb = t.objective.present(x[idx], None if labels is None else labels[idx], g)
-            if isinstance(t.credit, DTP):
-                out = dtp_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g)
-            else:
-                out = backprop_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb)
-            loss = float(out["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(b, loss)
-            total += loss * len(idx)
-            n += len(idx)
-            progress(1)
-        return total, n
+        if isinstance(t.credit, DTP):
+            def step(xb, lb, g):
+                return dtp_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g)
+        else:
+            def step(xb, lb, g):
+                return backprop_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb)
+        return run_batches(t, epoch, x, labels, progress, step)

@@ -16,6 +16,25 @@ from ..rng import batch_generator
 from . import Executor, NonFiniteLoss
 
 
+def run_batches(trainer, epoch: int, x, labels, progress, step) -> tuple[float, int]:
+    """One epoch of ``trainer``'s batches in the order and with the generators above, each handed to
+    ``step(x_b, labels_b, g_b) -> {"loss": ...}`` after the objective's ``present``; returns
+    ``(sum of batch losses x batch sizes, samples)`` and raises :class:`NonFiniteLoss` at the first non-finite loss.
+    Shared by the executors that differ only in how a batch is computed."""
+    t = trainer
+    total, n = 0.0, 0
+    for b, idx in enumerate(batch_indices(x.shape[0], t.config.batch_size, t.seed, epoch)):
+        g = batch_generator(t.seed, epoch, b)
+        xb, lb = t.objective.present(x[idx], None if labels is None else labels[idx], g)
+        loss = float(step(xb, lb, g)["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(b, loss)
+        total += loss * len(idx)
+        n += len(idx)
+        progress(1)
+    return total, n
+
+
 class ReferenceExecutor(Executor):
     """Every batch through ``credit.step`` (see module docstring)."""
 
@@ -23,15 +42,5 @@ class ReferenceExecutor(Executor):
 
     def run_epoch(self, epoch, x, labels, progress):
         t = self.trainer
-        total, n = 0.0, 0
-        for b, idx in enumerate(batch_indices(x.shape[0], t.config.batch_size, t.seed, epoch)):
-            g = batch_generator(t.seed, epoch, b)
-            xb, lb = t.objective.present(x[idx], None if labels is None else labels[idx], g)
-            out = t.credit.step(t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g)
-            loss = float(out["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(b, loss)
-            total += loss * len(idx)
-            n += len(idx)
-            progress(1)
-        return total, n
+        return run_batches(t, epoch, x, labels, progress,
+                           lambda xb, lb, g: t.credit.step(t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g))
