@@ -24,8 +24,9 @@ Rows:
 Reported per row: the executor that ran it, s / 1,000 pairs (median, range), the ratio to ``e2e_bp`` (the issue's
 bound for local methods: at most 1.3x), and GFLOP/s of the row's nominal work against the float32 matrix-multiply peak measured in the
 same run (``bench_training.matmul_peak``). Nominal work per pair: 2 views x (forward + 2 x backward) of the layers
-a step trains, plus the forward of the frozen layers below (layer-wise); DTP's inverses are not counted (its
-GFLOP/s is a lower bound). The 1-minute load average is recorded; a warning says when the machine was busy.
+a step trains, plus the forward of the frozen layers below (layer-wise; RLL: the mean over its layers, each drawn
+with the same probability); DTP's inverses are not counted (its GFLOP/s is a lower bound). The 1-minute load
+average is recorded; a warning says when the machine was busy.
 
     python benchmarks/bench_tang.py [--samples 2000] [--batch 1000] [--repeats 3] [--threads 2]
         [--methods e2e_bp,autograd,e2e_rf,...,e2e_bp_reference] [--out benchmarks/results/tang.json]
@@ -242,7 +243,12 @@ def main(argv=None) -> int:
             trainer.fit(x, epochs=trainer.epoch + 1)
             return time.perf_counter() - t0
 
-        units[method] = (run, nominal_flops_per_pair(trainer.net, "e2e"), trainer.executor)
+        if method in ("rll_bp", "rll_rf"):  # a uniformly drawn layer per batch: the mean of the layers' steps
+            stages = trainer.net.n_layers - 1
+            flops = sum(nominal_flops_per_pair(trainer.net, method, layer) for layer in range(stages)) / stages
+        else:
+            flops = nominal_flops_per_pair(trainer.net, "e2e")
+        units[method] = (run, flops, trainer.executor)
 
     times: dict = {name: [] for name in units}
     for r in range(args.repeats):

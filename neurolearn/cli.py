@@ -1,6 +1,7 @@
 """The ``neurolearn`` command.
 
     neurolearn run [RECIPE] [--out DIR] [--resume] [--epochs N] [--no-progress]
+    neurolearn evaluate RUN_DIR [--set eval.KEY=VALUE ...] [--out FILE]
     neurolearn recipes
     neurolearn check-locality [...]
     neurolearn compare RECIPE [...]
@@ -50,6 +51,19 @@ def _run(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .experiment import evaluate_run
+
+    overrides = recipes.parse_overrides(args.set or [])
+    m = evaluate_run(args.run_dir, overrides, args.out, log=(lambda s: None) if args.quiet else print)
+    print()
+    print(m["table"])
+    for line in m["extra_lines"]:
+        print(line)
+    print(f"wrote {m['out']}")
+    return 0
+
+
 def _keys(args) -> int:
     print(recipes.keys_text(args.section))
     return 0
@@ -78,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no stage lines (for scripts): "
                    "the result table and errors only")
     p.set_defaults(func=_run)
+    p = sub.add_parser("evaluate", help="evaluate a finished run's trained network again, e.g. with another probe "
+                                        "(its metrics.json and weights are left as they are)")
+    p.add_argument("run_dir", help="a finished run folder (recipe.toml and weights.safetensors)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="change an [eval] key, or training.device / training.threads (repeatable), e.g. "
+                        "--set eval.linear_epochs=1000 --set training.device='\"cpu\"'")
+    p.add_argument("--out", help="where to write the record (default RUN_DIR/evaluation.json)")
+    p.add_argument("--quiet", action="store_true", help="the result table and errors only")
+    p.set_defaults(func=_evaluate)
     p = sub.add_parser("recipes", help="list the built-in recipes")
     p.set_defaults(func=_recipes)
     p = sub.add_parser("keys", help="every recipe key: defaults, allowed values, help (per registered type)")

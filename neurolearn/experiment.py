@@ -556,16 +556,34 @@ class Run:
         return self.metrics
 
 
-def load_run(run_dir: str | Path):
+#: recipe keys :func:`load_run` (``neurolearn evaluate``) may change: how the trained network is read out and
+#: where that runs, never what was trained
+EVALUATE_MAY_CHANGE = ("eval.*", "training.device", "training.threads")
+
+
+def _may_change(key: str, allowed: tuple) -> bool:
+    return any(key == a or (a.endswith(".*") and key.startswith(a[:-1])) for a in allowed)
+
+
+def load_run(run_dir: str | Path, overrides: dict | None = None):
     """A finished run rebuilt from its folder: ``(recipe, dataset, net, objective, credit, objective state)``
-    with the trained weights of ``weights.safetensors`` (the data must still match ``data.json``)."""
+    with the trained weights of ``weights.safetensors`` (the data must still match ``data.json``).
+
+    ``overrides`` (``{section: {key: value}}``, as ``--set``) may change the keys of :data:`EVALUATE_MAY_CHANGE`
+    only (e.g. a run trained on a GPU read on the CPU, another probe); any other key is an error naming it."""
     from .runs import load_tensors
 
     run_dir = Path(run_dir)
     for name in ("recipe.toml", "weights.safetensors"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
-    recipe = recipes.resolve((run_dir / "recipe.toml").read_text(), str(run_dir / "recipe.toml"))
+    given = [f"{sec}.{k}" for sec, kv in (overrides or {}).items() for k in kv] if all(
+        isinstance(kv, dict) for kv in (overrides or {}).values()) else list(overrides or {})
+    bad = sorted(k for k in given if not _may_change(k, EVALUATE_MAY_CHANGE))
+    if bad:
+        raise recipes.RecipeError(f"{run_dir}: a finished run's evaluation may change only "
+                                  f"{', '.join(EVALUATE_MAY_CHANGE)}; got {', '.join(bad)} (train a new run to change those)")
+    recipe = recipes.resolve((run_dir / "recipe.toml").read_text(), str(run_dir / "recipe.toml"), overrides)
     ds = load_recipe_data(recipe)
     _check_recorded_data(run_dir, recipe_data_record(recipe), "compare")
     parts = recipes.describe_recipe(recipe)
@@ -580,6 +598,60 @@ def load_run(run_dir: str | Path):
     if isinstance(state, torch.nn.Module):
         state.load_state_dict({k.removeprefix("objective."): v for k, v in w.items() if k.startswith("objective.")})
     return recipe, ds, net, objective, credit, state
+
+
+def evaluate_run(run_dir: str | Path, overrides: dict | None = None, out: str | Path | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Evaluate a finished run's trained network again, as stage 5 of :class:`Run` does, with its ``[eval]``
+    section changed by ``overrides`` (:func:`load_run`): the linear probe / direct association on the
+    probed population, the transformed test set, the untrained baseline (the network rebuilt from the run's
+    seed, i.e. its initial weights) and the paper's row. Writes ``out`` (default
+    ``<run_dir>/evaluation.json``: the overrides, the ``[eval]`` section used and the results); the run's own
+    ``metrics.json`` and weights are never touched. Returns that record with ``"table"`` and ``"extra_lines"``."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "evaluation.json"
+    if out.resolve() in {(run_dir / n).resolve() for n in ("metrics.json", "recipe.toml", "data.json", "weights.safetensors")}:
+        raise FileExistsError(f"--out {out} is one of the run's own files; evaluate writes a separate record")
+    check_writable(out.parent, "--out folder")
+    recipe, ds, net, objective, credit, state = load_run(run_dir, overrides)
+    ev = recipe["eval"]
+    tr = recipe["training"]
+    if tr["threads"]:
+        torch.set_num_threads(tr["threads"])
+    net.to(torch.device(tr["device"]))
+    try:
+        transformed = transformed_test(ds, ev)
+    except ParameterError as e:
+        raise SetupError(str(e)) from None
+    extra = {"transformed": (transformed[0], ds.y_test)} if transformed is not None else {}
+    m: dict = {"run": str(run_dir), "recipe": recipe["name"], "overrides": overrides or {}, "eval": ev}
+    if transformed is not None:
+        m["transformed_test"] = {k: v for k, v in transformed[1].items() if k != "params"}
+        saved = run_dir / "transformed_test.json"
+        rec = json.loads(saved.read_text()) if saved.exists() else None
+        if rec is not None and rec.get("sha256_float32") != transformed[1]["sha256_float32"]:
+            why = ("the same transform parameters, other pixels: the float rounding of the torch build or device that "
+                   "made the run's copy" if rec.get("params") == _jsonable(transformed[1]["params"])
+                   else "other transform parameters ([eval] transform keys differ)")
+            m["transformed_test"]["differs_from_run"] = why
+            log(f"note: the transformed test set is not the run's ({saved}): {why}")
+    if ev["untrained_baseline"]:
+        t0 = time.perf_counter()
+        net0 = recipes.describe_recipe(recipe)["network"].build(tuple(ds.image_shape), seed=recipe["seed"])
+        net0.to(torch.device(tr["device"]))
+        m["untrained"] = evaluate(credit, net0, ds, ev, recipe["seed"], extra)
+        log(f"untrained baseline evaluated ({time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    m["trained"] = evaluate(credit, net, ds, ev, recipe["seed"], extra)
+    m["eval_seconds"] = time.perf_counter() - t0
+    log(f"trained network evaluated ({m['eval_seconds']:.1f} s)")
+    rows = ({"untrained": m["untrained"]} if "untrained" in m else {}) | {"trained": m["trained"]}
+    published, paper_lines = paper_rows(recipe, m)
+    m["extra_lines"] = paper_lines
+    m["table"] = format_table(rows | published)
+    write_json(out, m)
+    m["out"] = str(out)
+    return m
 
 
 def run_recipe(recipe: dict, out_dir: str | Path, resume: bool = False, progress: bool = True,

@@ -16,6 +16,7 @@ import torch
 from neurolearn.credit import Backprop
 from neurolearn.credit.dtp import DTP
 from neurolearn.credit.feedback import RandomFeedback, SignFeedback, UpdatedRandomFeedback
+from neurolearn.credit.layerwise import LayerWise
 from neurolearn.engine import fused
 from neurolearn.networks import FeedForward
 from neurolearn.networks.layers import Conv, Dense
@@ -81,6 +82,34 @@ def test_fused_equals_reference(credit, optimizer):
     moved = sum(float((p - q).detach().abs().max()) for p, q in zip(ref.net.parameters(), tiny_net().parameters()))
     assert moved > 1e-3  # the comparison is between trained networks
     assert_same(ref, fast)
+
+
+@pytest.mark.parametrize("update", ["backprop", "random_feedback", "updated_random_feedback"])
+@pytest.mark.parametrize("schedule", ["greedy", "random"])
+def test_fused_layerwise_equals_reference(schedule, update):
+    """Greedy (one epoch per layer, every stage and the top one) and randomised layer-wise learning: the layers,
+    the heads, B and every stage's Adam moments equal; the stages trained are the same."""
+    credit = LayerWise(schedule=schedule, update=update, epochs_per_layer=1)
+    ref, fast = train("reference", credit, epochs=4), train("fused", credit, epochs=4)
+    moved = [float((p - q).detach().abs().max()) for p, q in zip(ref.net.parameters(), tiny_net().parameters())]
+    assert min(moved[:-1]) > 1e-4  # every layer trained
+    assert_same(ref, fast)
+    kw = {"shape": "dense"}  # a dense hidden layer's stage
+    assert_same(train("reference", credit, kw, epochs=3), train("fused", credit, kw, epochs=3))
+
+
+def test_fused_layerwise_wrong_head_feedback_is_caught(monkeypatch):
+    """Opposite case: the head's error sent to the layer through H where the method says B differs."""
+    credit = LayerWise(schedule="random", update="random_feedback")
+    ref = train("reference", credit)
+    original = fused.layerwise_gradients
+
+    def through_h(credit, *args, **kw):
+        return original(LayerWise(schedule="random", update="backprop"), *args, **kw)
+
+    monkeypatch.setattr(fused, "layerwise_gradients", through_h)
+    with pytest.raises(AssertionError):
+        assert_same(ref, train("fused", credit))
 
 
 @pytest.mark.parametrize("hidden", ["relu", "identity"])

@@ -195,6 +195,14 @@ class LayerWise(CreditMethod):
         """Train one layer (chosen by the schedule) and its head on batch ``x``; returns the loss and the layer."""
         l = self.layer_for_step(net, state, generator)
         loss, grads = self.gradients(net, x, objective, objective_state, state, l, labels)
+        self.apply_gradients(net, state, optimizer, l, grads)
+        return {"loss": float(loss), "layer": l}
+
+    def apply_gradients(self, net, state: dict, optimizer, l: int, grads: dict) -> None:
+        """Stage ``l``'s update from its gradients ``{name: g}`` (:meth:`gradients`): one step of the layer's own
+        Adam (:func:`adam_update` on the state's moments, the stage's step count ``+ 1``) or plain SGD
+        ``p <- p - lr g``, with the trainer's current learning rate of layer ``l``'s parameter group; URF:
+        ``B_l <- B_l + (H_l(after) - H_l(before))``."""
         group = next(g for g in optimizer.param_groups if any(p is net.layers[l].weight for p in g["params"]))
         params = self._params(net, state, l)
         with torch.no_grad():
@@ -210,7 +218,6 @@ class LayerWise(CreditMethod):
                     p.data.sub_(grads[name], alpha=group["lr"])
             if H0 is not None:
                 state[f"B{l}"].add_(params["H"].detach() - H0)
-        return {"loss": float(loss), "layer": l}
 
     def checkable(self, sizes, pathway: str = "target", output_activation: str = "identity",
                   hidden_activation: str = "tanh") -> Checkable:
