@@ -577,7 +577,7 @@ def load_run(run_dir: str | Path, overrides: dict | None = None):
     for name in ("recipe.toml", "weights.safetensors"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
-    given = [f"{sec}.{k}" for sec, kv in (overrides or {}).items() for k in kv] if all(
+    given = [f"{sec}.{k}" if sec else k for sec, kv in (overrides or {}).items() for k in kv] if all(
         isinstance(kv, dict) for kv in (overrides or {}).values()) else list(overrides or {})
     bad = sorted(k for k in given if not _may_change(k, EVALUATE_MAY_CHANGE))
     if bad:

@@ -71,6 +71,8 @@ def test_keys_that_change_the_training_are_refused_by_name(run_dir, tmp_path):
         evaluate_run(tmp_path, None)
     # the command line: the same refusal, exit status 2
     assert main(["evaluate", str(run_dir), "--set", "training.lr=1.0"]) == 2
+    with pytest.raises(recipes.RecipeError, match="got seed"):
+        evaluate_run(run_dir, recipes.parse_overrides(["seed=3"]), tmp_path / "x.json")
 
 
 def test_the_note_on_a_transformed_set_that_is_not_the_runs_says_why(run_dir, tmp_path):
