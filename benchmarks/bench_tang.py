@@ -23,9 +23,10 @@ Rows:
 
 Reported per row: the executor that ran it, s / 1,000 pairs (median, range), the ratio to ``e2e_bp`` (the issue's
 bound for local methods: at most 1.3x), and GFLOP/s of the row's nominal work against the float32 matrix-multiply peak measured in the
-same run (``bench_training.matmul_peak``). Nominal work per pair: 2 views x (forward + 2 x backward) of the layers
-a step trains, plus the forward of the frozen layers below (layer-wise; RLL: the mean over its layers, each drawn
-with the same probability); DTP's inverses are not counted (its GFLOP/s is a lower bound). The 1-minute load
+same run (``bench_training.matmul_peak``). Nominal work per pair: 2 views x (forward and weight gradient of the
+layers a step trains, the input gradient of each of them but the lowest, the forward of the frozen layers below:
+:func:`nominal_flops_per_pair`; RLL: the mean over its layers, each drawn with the same probability); DTP is
+counted as E2E BP (its inverses and noisy forwards are more: its GFLOP/s is a lower bound). The 1-minute load
 average is recorded; a warning says when the machine was busy.
 
     python benchmarks/bench_tang.py [--samples 2000] [--batch 1000] [--repeats 3] [--threads 2]
@@ -163,12 +164,15 @@ def forward_flops(net) -> list[float]:
 
 
 def nominal_flops_per_pair(net, method: str, layer: int | None = None) -> float:
-    """Nominal work of one pair (module docstring)."""
+    """Nominal work of one pair (module docstring): 2 views x (the forward and the weight gradient of every layer a
+    step trains, the input gradient of every trained layer but the lowest, the forward of the frozen layers below).
+    E2E: ``2 (3 sum_l f_l - f_0)``; the layer-wise step of layer ``l`` with its 64-cell head ``h_l``:
+    ``2 (sum_{k<l} f_k + 2 f_l + 3 h_l)``."""
     f = forward_flops(net)
     if layer is None:
-        return 2 * 3 * sum(f)
+        return 2 * (3 * sum(f) - f[0])
     head = 2.0 * 64 * net.sizes[layer + 1]
-    return 2 * (sum(f[:layer]) + 3 * (f[layer] + head))
+    return 2 * (sum(f[:layer]) + 2 * f[layer] + 3 * head)
 
 
 def main(argv=None) -> int:

@@ -143,6 +143,69 @@ def test_random_feedback_head_differs_from_backprop_and_urf_tracks_h():
     assert (out["random_feedback"] - out["updated_random_feedback"]).abs().max() > 1e-9
 
 
+def test_sign_feedback_head_sends_the_error_through_sign_b_and_b_tracks_h():
+    """update = "sign_feedback": delta_0 = f'(u_0) pool^T(delta_z sign(B_0)) (SGD, one step: the gradient read
+    back from W's change equals the equation's), and B_0 receives H_0's increment."""
+    x, y = batch()
+    net = encoder()
+    lw = LayerWise(update="sign_feedback")
+    st = lw.init_state(net, torch.Generator().manual_seed(0))
+    B0, H0, W0 = st["B0"].clone(), st["H0"].clone(), net.layers[0].weight.detach().clone()
+    with torch.no_grad():  # the equation, written out with autograd only for pool^T and f'
+        u = net.layers[0](x.reshape(-1, 1, 8, 8))
+    a = torch.tanh(u).requires_grad_(True)
+    pooled = torch.nn.functional.max_pool2d(a, 2)
+    z = pooled.flatten(1) @ H0.T
+    ez = SupervisedTarget().error(z.detach(), None, None, y).grad  # dL/dz (identity head activation)
+    (signal,) = torch.autograd.grad(pooled, a, (ez @ torch.sign(B0)).reshape(pooled.shape))
+    delta = signal * (1 - torch.tanh(u) ** 2)
+    expected = torch.nn.grad.conv2d_weight(x.reshape(-1, 1, 8, 8), W0.shape, delta, padding=1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    lw.step(net, x, SupervisedTarget(), None, st, opt, y)
+    torch.testing.assert_close((W0 - net.layers[0].weight.detach()) / 0.1, expected, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(st["B0"] - st["H0"], B0 - H0, rtol=0, atol=1e-12)
+    # opposite case: through B itself (random_feedback) the same step gives another gradient
+    net2, rf = encoder(), LayerWise(update="random_feedback")
+    st2 = rf.init_state(net2, torch.Generator().manual_seed(0))
+    rf.step(net2, x, SupervisedTarget(), None, st2, torch.optim.SGD(net2.parameters(), lr=0.1), y)
+    assert (net2.layers[0].weight - net.layers[0].weight).abs().max() > 1e-6
+
+
+def test_a_random_feedback_type_registered_elsewhere_is_a_head_update():
+    """A credit type registered by a user (a RandomFeedback subclass in another module) is accepted by name, and
+    its own ``feedback`` is what the head's error goes through; a type that is not a feedback method is refused
+    with the allowed names."""
+    from dataclasses import dataclass
+
+    from neurolearn.credit.feedback import RandomFeedback
+    from neurolearn.describe import REGISTRY, register
+
+    @register("credit", "halved_feedback_test")
+    @dataclass(frozen=True)
+    class Halved(RandomFeedback):
+        def feedback(self, state, l):
+            return 0.5 * state[f"B{l}"]
+
+    try:
+        x, y = batch()
+        nets = [encoder(), encoder()]
+        methods = [LayerWise(update="halved_feedback_test"), LayerWise(update="random_feedback")]
+        states = [m.init_state(n, torch.Generator().manual_seed(0)) for m, n in zip(methods, nets)]
+        torch.testing.assert_close(methods[0].head_feedback(nets[0], states[0], 0), 0.5 * states[0]["B0"])
+        for m, n, st in zip(methods, nets, states):
+            m.step(n, x, SupervisedTarget(), None, st, torch.optim.SGD(n.parameters(), lr=0.1), y)
+        W = encoder().layers[0].weight.detach()
+        # the error through B/2 is half the error through B: the conv kernel moves half as far (SGD, one step)
+        torch.testing.assert_close(W - nets[0].layers[0].weight.detach(), 0.5 * (W - nets[1].layers[0].weight.detach()),
+                                   rtol=1e-8, atol=1e-12)
+    finally:
+        REGISTRY["credit"].pop("halved_feedback_test", None)
+    with pytest.raises(ParameterError, match=r"update must be one of .*'sign_feedback'.*got 'halved_feedback_test'"):
+        LayerWise(update="halved_feedback_test")
+    with pytest.raises(ParameterError, match="got 'layerwise'"):
+        LayerWise(update="layerwise")
+
+
 def test_adam_update_is_torchs_adam():
     g = torch.Generator().manual_seed(0)
     p = torch.randn(4, 3, generator=g, dtype=torch.float64)

@@ -84,7 +84,7 @@ def test_fused_equals_reference(credit, optimizer):
     assert_same(ref, fast)
 
 
-@pytest.mark.parametrize("update", ["backprop", "random_feedback", "updated_random_feedback"])
+@pytest.mark.parametrize("update", ["backprop", "random_feedback", "updated_random_feedback", "sign_feedback"])
 @pytest.mark.parametrize("schedule", ["greedy", "random"])
 def test_fused_layerwise_equals_reference(schedule, update):
     """Greedy (one epoch per layer, every stage and the top one) and randomised layer-wise learning: the layers,

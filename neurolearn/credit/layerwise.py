@@ -7,7 +7,9 @@ the network trained at a step is the one-hidden-layer network (frozen layers ``<
     x_{l-1} = F_{<l}(x)  (no gradient),  h_l = W_l x_{l-1} + b_l,  x_l = pool(sigma_l(h_l)),
     z = sigma_out(H_l flatten(x_l)),      delta_z = dL/dz * sigma_out'(.)
     delta_l = sigma_l'(h_l) * pool^T(M_l^T delta_z),     M_l = H_l ("backprop"), a fixed random B_l
-              ("random_feedback") or B_l receiving H_l's increment at every step ("updated_random_feedback")
+              ("random_feedback"), B_l receiving H_l's increment at every step ("updated_random_feedback"),
+              sign(B_l) with B_l updated ("sign_feedback"), or what any other registered random-feedback
+              method sends errors through (``update`` names a credit type: :func:`head_updates`)
     g_{W_l} = delta_l x_{l-1}^T,   g_{H_l} = delta_z flatten(x_l)^T      (only W_l, b_l and H_l change)
 
 Schedules (METHODS.md section 4):
@@ -49,18 +51,30 @@ import torch
 from torch import nn
 
 from .._validate import ParameterError
-from ..describe import param, register
+from ..describe import lookup, param, register, registered
 from ..locality.catalog import register_check
 from ..locality.contract import Checkable
 from ..networks.activations import activation, times_derivative
 from ..networks.layers import Conv, Factors, ops
 from .base import CreditMethod
-from .feedback import conv_head_step, draw_like, feedback_mlp_step, population_error
+from .feedback import RandomFeedback, conv_head_step, draw_like, feedback_mlp_step, population_error
 
 SCHEDULES = ("greedy", "random")
-UPDATES = ("backprop", "random_feedback", "updated_random_feedback")
-_CHECK_FEEDBACK = {"backprop": "bp", "random_feedback": "rf", "updated_random_feedback": "rf"}
-_LABELS = {"backprop": "Layer-wise BP", "random_feedback": "Layer-wise RF", "updated_random_feedback": "Layer-wise URF"}
+#: the built-in head updates (any registered random-feedback credit type is one too: :func:`head_updates`)
+UPDATES = ("backprop", "random_feedback", "updated_random_feedback", "sign_feedback")
+_LABELS = {"backprop": "Layer-wise BP", "random_feedback": "Layer-wise RF", "updated_random_feedback": "Layer-wise URF",
+           "sign_feedback": "Layer-wise sign"}
+
+
+def head_updates() -> dict[str, type]:
+    """``name -> credit class`` of every registered credit type a layer-wise step can send its head's error
+    through: ``"backprop"`` (``M_l = H_l``) and every :class:`~neurolearn.credit.feedback.RandomFeedback` (sub)class
+    (RF, URF, sign feedback, and any registered later): ``M_l`` is what its ``feedback`` makes of the head's
+    ``B_l`` (``B_l`` or ``sign(B_l)``), and ``B_l`` receives ``H_l``'s increment when its ``updated`` is set."""
+    from .backprop import Backprop
+
+    return {name: cls for name, cls in registered("credit").items()
+            if cls is Backprop or (isinstance(cls, type) and issubclass(cls, RandomFeedback))}
 
 
 @register("credit", "layerwise")
@@ -73,10 +87,39 @@ class LayerWise(CreditMethod):
 
     schedule: str = param("greedy", choices=SCHEDULES, help="greedy: layer epoch // epochs_per_layer; random: a random "
                                                             "layer per mini-batch")
-    update: str = param("backprop", choices=UPDATES, help="how the head's error reaches the layer: through H (backprop), "
-                                                         "a fixed random B, or B receiving H's increments (URF)")
+    update: str = param("backprop", help="how the head's error reaches the layer, a credit type: backprop (through H), "
+                                         "random_feedback (a fixed random B), updated_random_feedback (B receiving H's "
+                                         "increments), sign_feedback (sign(B), B updated), or any registered "
+                                         "random-feedback type")
     head: int = param(0, low=0, help="units of every head: 0 or the network's output width (Tang: 64)")
     epochs_per_layer: int = param(1, low=1, help="greedy schedule: epochs spent on each layer")
+
+    def validate(self) -> None:
+        allowed = head_updates()
+        if self.update not in allowed:
+            why = (" (DTP's layer-wise network has one hidden layer: its target through the head is backprop's error; "
+                   "use update = 'backprop')" if self.update == "dtp" else "")
+            raise ParameterError(f"LayerWise: update must be one of {', '.join(repr(n) for n in sorted(allowed))} "
+                                 f"(backprop or a registered random-feedback credit type), got {self.update!r}{why}")
+
+    @property
+    def feedback_method(self) -> CreditMethod:
+        """The credit method named by ``update``, with its defaults (what it sends the head's error through)."""
+        return lookup("credit", self.update)()
+
+    def head_feedback(self, net, state: dict, l: int) -> torch.Tensor:
+        """``M_l``, the matrix stage ``l``'s head error ``delta_z`` goes down through: ``H_l`` (backprop) or the
+        random-feedback method's ``feedback`` of the head's ``B_l`` (``B_l``; ``sign(B_l)``)."""
+        method = self.feedback_method
+        if not isinstance(method, RandomFeedback):
+            return self.head_weight(net, state, l).detach()
+        return method.feedback(state, l)
+
+    @property
+    def updates_feedback(self) -> bool:
+        """``B_l`` receives ``H_l``'s increment at every step (URF, sign feedback)."""
+        method = self.feedback_method
+        return isinstance(method, RandomFeedback) and method.updated
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -128,7 +171,7 @@ class LayerWise(CreditMethod):
         for l in range(S - 1):
             shape_ref = torch.empty(n_out, net.sizes[l + 1], dtype=top.dtype, device=top.device)
             state[f"H{l}"] = draw_like(shape_ref, "torch", 1.0, generator)
-        if self.update != "backprop":
+        if isinstance(self.feedback_method, RandomFeedback):
             for l in range(S):
                 state[f"B{l}"] = draw_like(self.head_weight(net, state, l).detach(), "torch", 1.0, generator)
         for l in range(S):
@@ -181,8 +224,7 @@ class LayerWise(CreditMethod):
         out = objective.error(y, objective_state, None, labels)
         with torch.no_grad():
             ez = times_derivative(net.activation_of(L - 1), out.grad, uz)
-            M = H if self.update == "backprop" else state[f"B{l}"]
-            el = population_error(net, l, ez @ M, u)
+            el = population_error(net, l, ez @ self.head_feedback(net, state, l), u)
             f = Factors(post=el, pre=pre)
             grads = {"W": ops(layer).gradient(layer, f), "H": ez.T @ z_in}
             if layer.bias is not None:
@@ -206,7 +248,7 @@ class LayerWise(CreditMethod):
         group = next(g for g in optimizer.param_groups if any(p is net.layers[l].weight for p in g["params"]))
         params = self._params(net, state, l)
         with torch.no_grad():
-            H0 = params["H"].detach().clone() if self.update == "updated_random_feedback" else None
+            H0 = params["H"].detach().clone() if self.updates_feedback else None
             if isinstance(optimizer, torch.optim.Adam):
                 state[f"opt{l}.step"] = t = int(state[f"opt{l}.step"]) + 1
                 (b1, b2), eps = group["betas"], group["eps"]
@@ -229,8 +271,8 @@ class LayerWise(CreditMethod):
         if len(sizes) < 3:
             raise ParameterError(f"LayerWise.checkable: sizes must list at least three populations (input, a layer, "
                                  f"the output), got {sizes!r}")
-        return feedback_mlp_step((sizes[0], sizes[1], sizes[-1]), _CHECK_FEEDBACK[self.update], pathway,
-                                 output_activation, hidden_activation, name=_LABELS[self.update])
+        return feedback_mlp_step((sizes[0], sizes[1], sizes[-1]), _check_feedback(self.feedback_method), pathway,
+                                 output_activation, hidden_activation, name=_LABELS.get(self.update, f"Layer-wise {self.update}"))
 
 
 def adam_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: float, lr: float,
@@ -244,6 +286,13 @@ def adam_update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tens
     p.addcdiv_(m, denom, value=-lr / (1 - beta1 ** t))
 
 
+def _check_feedback(method) -> str:
+    """The feedback kind of the locality checkables: ``"bp"`` (through ``H``), ``"sign"`` or ``"rf"``."""
+    if not isinstance(method, RandomFeedback):
+        return "bp"
+    return "sign" if method.sign else "rf"
+
+
 def layerwise_step(sizes, update: str = "random_feedback") -> Checkable:
     """A layer-wise step as a checkable: layer ``l`` (a shared convolution whose input is the recorded output
     of the frozen layers below) and its head ``H_l``, the head's error reaching the layer through ``H_l``
@@ -252,8 +301,9 @@ def layerwise_step(sizes, update: str = "random_feedback") -> Checkable:
     :func:`~neurolearn.credit.feedback.conv_head_step` for the equations."""
     if update not in UPDATES:
         raise ParameterError(f"layerwise_step: update must be one of {UPDATES}, got {update!r}")
-    return conv_head_step(sizes, _CHECK_FEEDBACK[update], name=_LABELS[update])
+    return conv_head_step(sizes, _check_feedback(lookup("credit", update)()), name=_LABELS[update])
 
 
 register_check(lambda s: layerwise_step(s, "random_feedback"), 3, True, label="layer-wise, RF head feedback")
 register_check(lambda s: layerwise_step(s, "backprop"), 3, False, {"weight transport"}, label="layer-wise, BP through the head")
+register_check(lambda s: layerwise_step(s, "sign_feedback"), 3, True, label="layer-wise, sign head feedback")

@@ -298,9 +298,8 @@ def layerwise_gradients(credit: LayerWise, net, x, objective, objective_state, s
     uz = F.linear(z_in, H, bias)
     out = objective.error(activation(net.activation_of(L - 1), uz), objective_state, None, labels)
     ez = times_derivative(net.activation_of(L - 1), out.grad, uz)
-    M = H if credit.update == "backprop" else state[f"B{l}"]
     grads = {"H": ez.T @ z_in}
-    f = Factors(post=Layer.error(net, l, ez @ M, a, routing), pre=pre)
+    f = Factors(post=Layer.error(net, l, ez @ credit.head_feedback(net, state, l), a, routing), pre=pre)
     grads["W"] = ops(layer).gradient(layer, f)
     if layer.bias is not None:
         grads["b"] = f.bias
