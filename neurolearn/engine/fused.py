@@ -22,8 +22,10 @@ exact rearrangements of the rest:
    whose activity is the pooled cell's own: the same numbers (``f'(u) * 0 = 0`` at the other cells, and a
    cell is the winner of one window at most when windows do not overlap), with ``f'`` computed on a
    quarter of the cells of a 2x2 pool, written into the buffer of ``f(u_l)`` (no new map);
-3. DTP's layer losses ``L_l = mean((h_l - hat h_l)^2)`` are differentiated by autograd with respect to
-   the pooled activities ``h_l`` (then 2. carries them to the currents);
+3. DTP's layer losses ``L_l = mean((h_l - hat h_l)^2)`` are differentiated with respect to the pooled
+   activities ``h_l`` in closed form, ``(h_l - hat h_l) * (2 fl(1/N))``: autograd's product of the mean's
+   ``fl(1/N)`` and the square's exact ``2 (h - hat h)`` (:func:`layer_loss_gradient`; then 2. carries them to
+   the currents);
 4. DTP's inverses are trained on ``f_l(tilde h)``, values only, computed as ``f(maxpool(u))``: the maximum
    of a window commutes with a non-decreasing ``f`` (:func:`pooled_first`);
 5. DTP's inverses ``g_l`` apply their activation in place; a transposed convolution reads its input in
@@ -250,6 +252,14 @@ def targets(credit: DTP, net, hs: list, e_out: torch.Tensor, state: dict) -> dic
     return t
 
 
+def layer_loss_gradient(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``dL_l/dh_l = (2/N)(h_l - hat h_l)`` of ``L_l = mean((h_l - hat h_l)^2)`` over its ``N`` elements, as
+    autograd's product: the mean's ``1/N`` (in the tensor's precision) times the square's ``2 (h - hat h)``; the
+    doubling is exact, so ``(h - hat h) * (2 * fl(1/N))`` is the same number (module docstring, 3.)."""
+    d = h - target
+    return d.mul_(2.0 * float(torch.ones((), dtype=d.dtype) / d.numel()))
+
+
 def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
     """:meth:`DTP.step` (steps 1-5 of :mod:`neurolearn.credit.dtp`), with the forward, the inverses' training
     input, their losses, the targets and the layer errors rearranged as the module docstring says."""
@@ -269,11 +279,8 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
         hat = targets(credit, net, hs, e_out, state)
     if not credit.train_inverse_first:
         inv = train_inverses()
-    leaves = [hs[l].detach().requires_grad_(True) for l in range(1, L)]
-    with torch.enable_grad():
-        total = sum(((a - hat[l]) ** 2).mean() for l, a in enumerate(leaves, start=1))
-    grads = torch.autograd.grad(total, leaves)
     with torch.no_grad():
+        grads = [layer_loss_gradient(hs[l], hat[l]) for l in range(1, L)]
         errors = [Layer.error(net, l - 1, g, hs[l], routings[l - 1]) for l, g in enumerate(grads, start=1)] + [e_out]
     apply_updates(optimizer, list(net.layers), [Factors(post=e, pre=p) for e, p in zip(errors, _pres(net, hs))])
     return {"loss": float(out.loss), "inverse_loss": float(sum(inv.values()))}
