@@ -649,6 +649,7 @@ def evaluate_run(run_dir: str | Path, overrides: dict | None = None, out: str | 
     published, paper_lines = paper_rows(recipe, m)
     m["extra_lines"] = paper_lines
     m["table"] = format_table(rows | published)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, m)
     m["out"] = str(out)
     return m

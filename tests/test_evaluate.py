@@ -44,6 +44,8 @@ def test_same_settings_repeat_the_runs_numbers(run_dir, tmp_path):
     assert "differs_from_run" not in m["transformed_test"]
     assert _snapshot(run_dir) == before  # the run folder is left as it was
     written = json.loads((tmp_path / "again.json").read_text())
+    evaluate_run(run_dir, None, tmp_path / "new" / "folder" / "e.json", log=lambda s: None)  # a folder made for it
+    assert (tmp_path / "new" / "folder" / "e.json").exists()
     assert written["trained"] == m["trained"] and written["overrides"] == {}
 
 
