@@ -233,10 +233,13 @@ class LayerWise(CreditMethod):
                 grads["Hb"] = ez.sum(0)
         return out.loss, grads
 
-    def step(self, net, x, objective, objective_state, state, optimizer, labels=None, generator=None) -> dict:
-        """Train one layer (chosen by the schedule) and its head on batch ``x``; returns the loss and the layer."""
+    def step(self, net, x, objective, objective_state, state, optimizer, labels=None, generator=None,
+             gradients=None) -> dict:
+        """Train one layer (chosen by the schedule) and its head on batch ``x``; returns the loss and the layer.
+        ``gradients`` (default :meth:`gradients`, same arguments) computes the stage's gradients: an executor may
+        give its own implementation of the same equations (``neurolearn.engine.fused``)."""
         l = self.layer_for_step(net, state, generator)
-        loss, grads = self.gradients(net, x, objective, objective_state, state, l, labels)
+        loss, grads = (gradients or self.gradients)(net, x, objective, objective_state, state, l, labels)
         self.apply_gradients(net, state, optimizer, l, grads)
         return {"loss": float(loss), "layer": l}
 

@@ -315,18 +315,9 @@ def layerwise_gradients(credit: LayerWise, net, x, objective, objective_state, s
     return out.loss, grads
 
 
-def layerwise_step(credit: LayerWise, net, x, objective, objective_state, state, optimizer, labels=None,
-                   generator=None) -> dict:
-    """:meth:`LayerWise.step`: the schedule's layer, :func:`layerwise_gradients`, the method's own update."""
-    l = credit.layer_for_step(net, state, generator)
-    loss, grads = layerwise_gradients(credit, net, x, objective, objective_state, state, l, labels)
-    credit.apply_gradients(net, state, optimizer, l, grads)
-    return {"loss": float(loss), "layer": l}
-
-
 @register_executor
 class FusedConvExecutor(Executor):
-    """Backprop, random feedback or DTP on a conv network, batch by batch (see module docstring)."""
+    """Backprop, random feedback, DTP or layer-wise learning on a conv network, batch by batch (see module docstring)."""
 
     name = "fused"
 
@@ -364,9 +355,10 @@ class FusedConvExecutor(Executor):
         if isinstance(t.credit, DTP):
             def step(xb, lb, g):
                 return dtp_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g)
-        elif isinstance(t.credit, LayerWise):
+        elif isinstance(t.credit, LayerWise):  # the method's own step (schedule, update) with these gradients
             def step(xb, lb, g):
-                return layerwise_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g)
+                return t.credit.step(t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb, g,
+                                     gradients=lambda *a: layerwise_gradients(t.credit, *a))
         else:
             def step(xb, lb, g):
                 return backprop_step(t.credit, t.net, xb, t.objective, t.state, t.credit_state, t.optimizer, lb)
