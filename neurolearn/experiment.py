@@ -256,6 +256,14 @@ def paper_rows(recipe: dict, metrics: dict) -> tuple[dict, list[str]]:
     return rows, [text]
 
 
+def result_table(recipe: dict, metrics: dict) -> tuple[str, list[str]]:
+    """The printed result table (``untrained`` if measured, ``trained``, the paper's rows) and the line comparing
+    ours with the paper's (:func:`paper_rows`)."""
+    rows = ({"untrained": metrics["untrained"]} if "untrained" in metrics else {}) | {"trained": metrics["trained"]}
+    published, paper_lines = paper_rows(recipe, metrics)
+    return format_table(rows | published), paper_lines
+
+
 def _flat(recipe: dict) -> dict:
     out = {}
     for k, v in recipe.items():
@@ -524,15 +532,11 @@ class Run:
             lines.append(f"fixed-point solver, {ph} phase: {st['sweeps_per_solve']:.1f} sweeps per solve "
                          f"({st['solves']} solves, {st['euler_fallbacks']} Euler fallbacks)")
         lines += [f"note: {n}" for n in self.warnings]
-        rows = {}
-        if "untrained" in m:
-            rows["untrained"] = m["untrained"]
-        rows["trained"] = m["trained"]
-        published, paper_lines = paper_rows(r, m)
-        if published:
+        table, paper_lines = result_table(r, m)
+        if r.get("paper"):
             m["paper"] = r["paper"]
         m["extra_lines"] = paper_lines + lines
-        m["table"] = format_table(rows | published)
+        m["table"] = table
 
     # ------------------------------------------------------------------ stage 6: report
     def report(self) -> dict:
@@ -577,8 +581,9 @@ def load_run(run_dir: str | Path, overrides: dict | None = None):
     for name in ("recipe.toml", "weights.safetensors"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run: {name} is missing")
-    given = [f"{sec}.{k}" if sec else k for sec, kv in (overrides or {}).items() for k in kv] if all(
-        isinstance(kv, dict) for kv in (overrides or {}).values()) else list(overrides or {})
+    given = []  # dotted keys; a top-level key stands alone ("seed"; --set puts it under the section "")
+    for sec, kv in (overrides or {}).items():
+        given += [f"{sec}.{k}" if sec else k for k in kv] if isinstance(kv, dict) else [sec]
     bad = sorted(k for k in given if not _may_change(k, EVALUATE_MAY_CHANGE))
     if bad:
         raise recipes.RecipeError(f"{run_dir}: a finished run's evaluation may change only "
@@ -645,10 +650,7 @@ def evaluate_run(run_dir: str | Path, overrides: dict | None = None, out: str | 
     m["trained"] = evaluate(credit, net, ds, ev, recipe["seed"], extra)
     m["eval_seconds"] = time.perf_counter() - t0
     log(f"trained network evaluated ({m['eval_seconds']:.1f} s)")
-    rows = ({"untrained": m["untrained"]} if "untrained" in m else {}) | {"trained": m["trained"]}
-    published, paper_lines = paper_rows(recipe, m)
-    m["extra_lines"] = paper_lines
-    m["table"] = format_table(rows | published)
+    m["table"], m["extra_lines"] = result_table(recipe, m)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, m)
     m["out"] = str(out)
