@@ -45,6 +45,7 @@ pre and post cells and the error through a declared fixed matrix ``B``: local; t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 import math
 
 import torch
@@ -102,7 +103,7 @@ class LayerWise(CreditMethod):
             raise ParameterError(f"LayerWise: update must be one of {', '.join(repr(n) for n in sorted(allowed))} "
                                  f"(backprop or a registered random-feedback credit type), got {self.update!r}{why}")
 
-    @property
+    @cached_property  # read on every step: looked up and built once per description
     def feedback_method(self) -> CreditMethod:
         """The credit method named by ``update``, with its defaults (what it sends the head's error through)."""
         return lookup("credit", self.update)()
