@@ -14,7 +14,8 @@ Rows:
   initial weights, the hinge written with ``torch.cdist(p=1)``, ``loss.backward()``, ``torch.optim.Adam`` -- on
   the same views;
 - the local methods, each from its recipe: ``e2e_rf``, ``e2e_urf`` (``e2e_rf`` with updated random feedback),
-  ``e2e_dtp``, ``gll_bp_l{0,1,2}`` / ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer:
+  ``e2e_dtp``, ``e2e_dtp_no_noise`` (``e2e_dtp`` with ``inverse_noise = 0``: the inverses' loss without noise, as
+  the paper's Algorithm 1 writes it; the recipe follows the authors' code, sigma = 1), ``gll_bp_l{0,1,2}`` / ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer:
   ``epochs_per_layer = 1``, epoch l trains layer l), ``rll_bp`` / ``rll_rf`` (a random layer per batch), and
   ``sequential`` when a credit type of that name is registered. A method whose type is not registered in this
   checkout is skipped with a printed note;
@@ -51,7 +52,7 @@ from bench_training import matmul_peak, median_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "models" / "tang2022"
-METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential",
+METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "e2e_dtp_no_noise", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential",
            "e2e_bp_reference", "e2e_rf_reference", "e2e_dtp_reference")
 
 
@@ -70,6 +71,8 @@ def recipe_of(method: str, batch: int) -> tuple[dict | None, str | None]:
         over["training"]["engine"] = "reference"
     if method == "e2e_urf":
         name, over["credit"] = "e2e_rf", {"type": "updated_random_feedback"}
+    elif method == "e2e_dtp_no_noise":
+        name, over["credit"] = "e2e_dtp", {"inverse_noise": 0.0}
     elif method == "sequential":
         name, over["credit"] = "e2e_bp", {"type": "sequential"}
     elif method in ("gll_bp", "gll_rf"):

@@ -15,7 +15,8 @@ def test_kernels_compute_what_dtp_and_backprop_need_on_e_mnist3():
     recipe, why = recipe_of("e2e_bp", 4)
     assert recipe is not None, why
     net = make_trainer(recipe)[0].net
-    out = {name: fn() for name, fn in bench_dtp_floor.kernels(net, 3, torch.Generator().manual_seed(0)).items()}
+    rows = bench_dtp_floor.kernels(net, 3, torch.Generator().manual_seed(0))
+    out = {name: fn() for name, (fn, _, _) in rows.items()}
     grads_in = out["bp: input gradients of conv2, conv3"]
     assert [g[0].shape for g in grads_in] == [(3, 32, 14, 14), (3, 64, 7, 7)]  # errors sent down to h1, h2
     assert [e.shape for e in out["dtp: noise for the inverses' inputs"]] == [(3, 32, 14, 14), (3, 64, 7, 7)]
@@ -23,9 +24,27 @@ def test_kernels_compute_what_dtp_and_backprop_need_on_e_mnist3():
     inverses = out["dtp: inverses g2, g3 (3 inputs each)"]
     assert [g.shape for g in inverses] == [(3, 32, 14, 14)] * 3 + [(3, 64, 7, 7)] * 3  # g_l maps h_l back to h_{l-1}
     assert [w[1].shape for w in out["dtp: inverses' weight gradients"]] == [(64, 32, 3, 3), (128, 64, 3, 3)]
+    # the noisy conv maps pooled to the layers' outputs, and in [-1, 1] after tanh
+    pooled = out["dtp: max pool and tanh of the noisy conv maps"]
+    assert [p.shape for p in pooled] == [(3, 64, 7, 7), (3, 128, 3, 3)]
+    assert all(float(p.abs().max()) <= 1 for p in pooled)
+    # which variant needs what: backprop's input gradients are no variant's; the noise and the noisy forward only
+    # the noisy one's; the inverses both
+    variants = {name: v for name, (_, v, _) in rows.items()}
+    assert variants["bp: input gradients of conv2, conv3"] == set()
+    assert variants["dtp: noise for the inverses' inputs"] == {"noisy"}
+    assert variants["dtp: max pool and tanh of the noisy conv maps"] == {"noisy"}
+    assert variants["dtp: inverses g2, g3 (3 inputs each)"] == {"noisy", "no_noise"}
+    assert variants["dtp: tanh of the inverses' outputs (3 each)"] == {"noisy", "no_noise"}
 
 
 def test_floor_formula():
-    times = {"bp step": 100.0, "bp input grads": 20.0, "noise": 5.0, "noisy": 15.0, "inverses": 10.0, "inv wgrad": 2.0}
-    floor, no_noise = bench_dtp_floor.floors(times)
-    assert floor == pytest.approx((100 - 20 + 32) / 100) and no_noise == pytest.approx((100 - 20 + 27) / 100)
+    rows = {"bp input grads": (None, set(), "kernel"), "noise": (None, {"noisy"}, "kernel"),
+            "inverses": (None, {"noisy", "no_noise"}, "kernel"), "sums": (None, {"noisy"}, "elementwise"),
+            "tanh": (None, {"noisy", "no_noise"}, "elementwise")}
+    times = {"bp step": 100.0, "bp input grads": 20.0, "noise": 5.0, "inverses": 10.0, "sums": 3.0, "tanh": 7.0}
+    f = bench_dtp_floor.floors(times, rows)
+    assert f[("noisy", "kernels")] == pytest.approx((100 - 20 + 5 + 10) / 100)
+    assert f[("noisy", "all")] == pytest.approx((100 - 20 + 5 + 10 + 3 + 7) / 100)
+    assert f[("no_noise", "kernels")] == pytest.approx((100 - 20 + 10) / 100)
+    assert f[("no_noise", "all")] == pytest.approx((100 - 20 + 10 + 7) / 100)

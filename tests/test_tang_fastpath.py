@@ -25,7 +25,7 @@ from neurolearn.objectives.supervised import SupervisedTarget
 from neurolearn.train import Trainer
 
 
-def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max", shape="pooled"):
+def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max", shape="pooled", output="identity"):
     """(1, 12, 12) -> conv 4 (pool 2) -> conv 6 (pool 2) -> conv 8 (pool 3 over 3x3: 1x1) -> Dense(5);
     ``shape="dense"``: conv 4 (pool 2) -> Dense(12) -> Dense(5); ``"strided"``: convs of stride 2, no pooling;
     ``"gaps"``: windows 2x2 every 3 cells (12 -> 4), then 2x2 on 4x4... on a 3x3 map (the last row and column in
@@ -39,7 +39,7 @@ def tiny_net(hidden="tanh", pool="max", seed=0, dropout=None, last_pool="max", s
                   Dense(5, bias=False)]
     elif shape == "strided":
         layers = [Conv(4, 3, stride=2, padding=1), Conv(6, 3, stride=2, padding=1), Dense(5, bias=False)]
-    return FeedForward((1, 12, 12), layers, hidden_activation=hidden, output_activation="identity",
+    return FeedForward((1, 12, 12), layers, hidden_activation=hidden, output_activation=output,
                        dropout=dropout, init="torch", seed=seed)
 
 
@@ -74,8 +74,8 @@ def assert_same(a, b, atol=1e-5):
 
 
 @pytest.mark.parametrize("credit", [Backprop(), RandomFeedback(), UpdatedRandomFeedback(), SignFeedback(), DTP(),
-                                    DTP(top="random_feedback", train_inverse_first=False)],
-                         ids=["backprop", "rf", "urf", "sign", "dtp", "dtp_rf_inverses_after"])
+                                    DTP(top="random_feedback", train_inverse_first=False), DTP(inverse_noise=0.0)],
+                         ids=["backprop", "rf", "urf", "sign", "dtp", "dtp_rf_inverses_after", "dtp_no_noise"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_fused_equals_reference(credit, optimizer):
     ref, fast = train("reference", credit, optimizer=optimizer), train("fused", credit, optimizer=optimizer)
@@ -202,9 +202,26 @@ def test_a_wrong_routing_is_caught(monkeypatch):
 def test_a_wrong_derivative_is_caught(monkeypatch):
     """Opposite case: ``f'`` read at the current instead of the activity (1 - u^2 for tanh) differs, for DTP too."""
     ref = train("reference", DTP())
-    monkeypatch.setitem(fused.BACKWARD, "tanh", (torch.Tensor.tanh_, lambda g, a: g * (1 - torch.atanh(a.clamp(-0.99, 0.99)) ** 2)))
+    def wrong(g, a):
+        return g * (1 - torch.atanh(a.clamp(-0.99, 0.99)) ** 2)
+
+    monkeypatch.setitem(fused.BACKWARD, "tanh", (torch.Tensor.tanh_, wrong, lambda g, a: g.copy_(wrong(g, a))))
     with pytest.raises(AssertionError):
         assert_same(ref, train("fused", DTP()))
+
+
+@pytest.mark.parametrize("which", ["copy", "in place"])
+def test_a_wrong_derivative_in_either_form_is_caught(monkeypatch, which):
+    """Opposite case for each form of ``grad * f'`` (a fresh result: DTP's output error of a tanh head; one written
+    into ``grad``: every error Backprop sends down): either one wrong (``f'`` dropped) is caught."""
+    credit, kw = (DTP(), {"output": "tanh"}) if which == "copy" else (Backprop(), {})
+    ref = train("reference", credit, kw)
+    assert_same(ref, train("fused", credit, kw))
+    forms = list(fused.BACKWARD["tanh"])
+    forms[1 if which == "copy" else 2] = lambda g, a: g
+    monkeypatch.setitem(fused.BACKWARD, "tanh", tuple(forms))
+    with pytest.raises(AssertionError):
+        assert_same(ref, train("fused", credit, kw))
 
 
 def test_a_wrong_noisy_forward_is_caught(monkeypatch):

@@ -35,6 +35,13 @@ exact rearrangements of the rest:
    per offset marking the window's first maximal cell, the cell ``F.max_pool2d`` picks (:func:`max_pool`):
    the same values and winners without the pooling kernel's int64 indices, which on the CPU cost more than
    the whole rest of the layer's elementwise work.
+7. DTP without noise (``inverse_noise = 0``, Algorithm 1 as the paper writes it): the inverses' training
+   input ``f_l(tilde h_{l-1}) = f_l(h_{l-1})`` is the forward's own ``h_l`` (the same convolution on the same
+   input; 4. gives the same values), not computed a second time;
+8. a result is written into the buffer of an operand nothing reads afterwards (a layer's error into its fresh
+   signal ``dL/dh_l``, DTP's noisy input into its noise, a target's difference into ``g_l(h_l)``, a layer
+   loss's gradient into the spent target, an inverse's ``act'`` product into its loss gradient): the same
+   numbers, fewer fresh maps.
 
 The saving is memory traffic (on the CPU a fresh tensor of this size costs about as much as one pass
 over it): the reference's backward through pooling and ``f`` writes two full-size maps per layer, this
@@ -64,13 +71,15 @@ from ..plasticity.delta import Delta
 from . import Executor, register_executor
 from .reference import run_batches
 
-#: activation name -> (in-place ``f``, ``grad * f'`` from the activity ``f(u)``): autograd's own backward
-#: formulas of ``torch.tanh`` and ``torch.relu`` (``tanh_backward``, ``threshold_backward``), so the errors
-#: are the reference's numbers
+#: activation name -> (in-place ``f``, ``grad * f'`` from the activity ``f(u)``, the same written into ``grad``):
+#: autograd's own backward formulas of ``torch.tanh`` and ``torch.relu`` (``tanh_backward``,
+#: ``threshold_backward``), so the errors are the reference's numbers
 BACKWARD = {
-    "tanh": (torch.Tensor.tanh_, torch.ops.aten.tanh_backward),
-    "relu": (torch.Tensor.relu_, lambda g, a: torch.ops.aten.threshold_backward(g, a, 0.0)),
-    "identity": (lambda u: u, lambda g, a: g),
+    "tanh": (torch.Tensor.tanh_, torch.ops.aten.tanh_backward,
+             lambda g, a: torch.ops.aten.tanh_backward.grad_input(g, a, grad_input=g)),
+    "relu": (torch.Tensor.relu_, lambda g, a: torch.ops.aten.threshold_backward(g, a, 0.0),
+             lambda g, a: torch.ops.aten.threshold_backward.grad_input(g, a, 0.0, grad_input=g)),
+    "identity": (lambda u: u, lambda g, a: g, lambda g, a: g),
 }
 
 
@@ -121,10 +130,11 @@ class Layer:
         return a, None
 
     @staticmethod
-    def error(net, l: int, signal: torch.Tensor, h: torch.Tensor, routing) -> torch.Tensor:
+    def error(net, l: int, signal: torch.Tensor, h: torch.Tensor, routing, own: bool = False) -> torch.Tensor:
         """``e_l = dL/du_l`` from ``signal = dL/dh_l`` (any shape with ``h_l``'s elements): ``f'`` at the pooled
-        cells, then routed to the winners in the (overwritten) buffer of ``f(u_l)`` (module docstring, 2.)."""
-        e = BACKWARD[net.activation_of(l)][1](signal.reshape(h.shape), h)
+        cells, then routed to the winners in the (overwritten) buffer of ``f(u_l)`` (module docstring, 2.);
+        ``own``: the caller hands ``signal`` over, and ``signal * f'`` is written into it (module docstring, 8.)."""
+        e = BACKWARD[net.activation_of(l)][2 if own else 1](signal.reshape(h.shape), h)
         if routing is None:
             return e
         a, winners = routing
@@ -175,7 +185,7 @@ def backprop_step(credit, net, x, objective, objective_state, state, optimizer, 
     for l in range(L - 1, 0, -1):
         s = ops(net.layers[l]).send_down(net.layers[l], errors[0], weight=credit.feedback(state, l) if feedback else None,
                                          input_shape=pres[l].shape)
-        errors.insert(0, Layer.error(net, l - 1, s, hs[l], routings[l - 1]))
+        errors.insert(0, Layer.error(net, l - 1, s, hs[l], routings[l - 1], own=True))
     layers = list(net.layers)
     before = [layer.weight.detach().clone() for layer in layers[1:]] if feedback and credit.updated else []
     apply_updates(optimizer, layers, [credit.rule.factors(p, e) for p, e in zip(pres, errors)])
@@ -217,9 +227,12 @@ def inverse(credit: DTP, net, l: int, h: torch.Tensor, state: dict, contiguous: 
 
 def reconstruction_losses(credit: DTP, net, fh: dict, tilde: dict, state: dict) -> dict:
     """:meth:`DTP.reconstruction_losses` with the chain rule written out for a transposed-conv inverse:
-    ``r = g_l(f_l(tilde h))``, ``dL_inv/dr = (1/N) 2 (r - tilde h)`` (autograd's factors of the mean and the
-    square, the same product), ``act'`` from ``r``, the kernel's and bias' gradients from the transposed
-    convolution's backward; a dense inverse goes to the credit method's own."""
+    ``r = g_l(f_l(tilde h))``, ``dL_inv/dr = (1/N) 2 (r - tilde h)`` (autograd's
+    factors of the mean and the square, the same product), ``act'`` from ``r`` written into that buffer, the
+    kernel's and bias' gradients from the transposed convolution's backward; a dense inverse goes to the credit
+    method's own. The reported ``L_inv`` is ``|r - tilde h|^2 / N`` from one dot product (the reference's
+    ``mean((r - tilde h)^2)`` sums in another order: the value differs in the last bits; nothing reads it but
+    the run's record)."""
     out = {}
     for l, t in tilde.items():
         geo = _geometry(tuple(net.shapes), tuple(net.descriptions), credit.inverse_kernel)[l]
@@ -230,9 +243,10 @@ def reconstruction_losses(credit: DTP, net, fh: dict, tilde: dict, state: dict) 
             w = state[f"inv{l}.weight"]
             r = inverse(credit, net, l, fh[l], state)
             d = r - t
-            loss = (d ** 2).mean()
+            flat = d.reshape(-1)
+            loss = torch.dot(flat, flat) / d.numel()
             scale = 2.0 * float(torch.ones((), dtype=d.dtype) / d.numel())  # 2 x autograd's 1/N, in the tensor's precision
-            grad = BACKWARD[credit.inverse_activation][1](d.mul_(scale), r)
+            grad = BACKWARD[credit.inverse_activation][2](d.mul_(scale), r)
             _, gw, gb = torch.ops.aten.convolution_backward(
                 grad, fh[l], w, [w.shape[1]], list(geo["stride"]), list(geo["padding"]), [1, 1], True,
                 list(geo["output_padding"]), 1, (False, True, True))
@@ -247,16 +261,34 @@ def targets(credit: DTP, net, hs: list, e_out: torch.Tensor, state: dict) -> dic
     L = net.n_layers
     t = {L - 1: hs[L - 1] - credit.alpha * credit.top_gradient(net, hs, e_out, state)}
     for l in range(L - 1, 1, -1):  # two passes (the reference concatenates): on the CPU cheaper than one of twice the batch
-        g_h, g_t = inverse(credit, net, l, hs[l], state, contiguous=False), inverse(credit, net, l, t[l], state, contiguous=False)
-        t[l - 1] = (hs[l - 1] - g_h).add_(g_t)
+        g_h, g_t = inverse(credit, net, l, hs[l], state), inverse(credit, net, l, t[l], state)
+        t[l - 1] = torch.sub(hs[l - 1], g_h, out=g_h).add_(g_t)  # written into g_h's buffer
     return t
+
+
+@torch.no_grad()
+def noisy_inputs(credit: DTP, net, hs: list, generator=None) -> dict:
+    """:meth:`DTP.noisy_inputs` with ``tilde h = h + sigma eps`` written into the buffer of ``eps``: the same draws
+    in the same order, ``sigma eps`` in place (skipped for ``sigma = 1``: the same number), then ``h`` added
+    (addition commutes: the same sum); no new map (module docstring, 8.)."""
+    out = {}
+    for l in range(2, net.n_layers):
+        h = hs[l - 1]
+        out[l] = h
+        if credit.inverse_noise > 0:
+            eps = torch.randn(h.shape, generator=generator, device=h.device, dtype=h.dtype)
+            if credit.inverse_noise != 1.0:
+                eps.mul_(credit.inverse_noise)
+            out[l] = eps.add_(h)
+    return out
 
 
 def layer_loss_gradient(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``dL_l/dh_l = (2/N)(h_l - hat h_l)`` of ``L_l = mean((h_l - hat h_l)^2)`` over its ``N`` elements, as
     autograd's product: the mean's ``1/N`` (in the tensor's precision) times the square's ``2 (h - hat h)``; the
-    doubling is exact, so ``(h - hat h) * (2 * fl(1/N))`` is the same number (module docstring, 3.)."""
-    d = h - target
+    doubling is exact, so ``(h - hat h) * (2 * fl(1/N))`` is the same number (module docstring, 3.). Written into
+    ``target``'s buffer (the caller's targets are spent; module docstring, 8.)."""
+    d = torch.sub(h, target, out=target)
     return d.mul_(2.0 * float(torch.ones((), dtype=d.dtype) / d.numel()))
 
 
@@ -269,8 +301,9 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
     out = objective.error(hs[-1], objective_state, None, labels)
 
     def train_inverses():
-        tilde = credit.noisy_inputs(net, hs, generator)
-        fh = {l: pooled_first(net, l - 1, t) for l, t in tilde.items()}
+        tilde = noisy_inputs(credit, net, hs, generator)
+        # sigma = 0 hands back the forward's own h_{l-1}: then f_l(tilde h) is the forward's h_l (module docstring, 7.)
+        fh = {l: hs[l] if t is hs[l - 1] else pooled_first(net, l - 1, t) for l, t in tilde.items()}
         return credit.step_inverses(state, reconstruction_losses(credit, net, fh, tilde, state))
 
     inv = train_inverses() if credit.train_inverse_first else {}
@@ -281,7 +314,7 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
         inv = train_inverses()
     with torch.no_grad():
         grads = [layer_loss_gradient(hs[l], hat[l]) for l in range(1, L)]
-        errors = [Layer.error(net, l - 1, g, hs[l], routings[l - 1]) for l, g in enumerate(grads, start=1)] + [e_out]
+        errors = [Layer.error(net, l - 1, g, hs[l], routings[l - 1], own=True) for l, g in enumerate(grads, start=1)] + [e_out]
     apply_updates(optimizer, list(net.layers), [Factors(post=e, pre=p) for e, p in zip(errors, _pres(net, hs))])
     return {"loss": float(out.loss), "inverse_loss": float(sum(inv.values()))}
 
@@ -306,7 +339,7 @@ def layerwise_gradients(credit: LayerWise, net, x, objective, objective_state, s
     out = objective.error(activation(net.activation_of(L - 1), uz), objective_state, None, labels)
     ez = times_derivative(net.activation_of(L - 1), out.grad, uz)
     grads = {"H": ez.T @ z_in}
-    f = Factors(post=Layer.error(net, l, ez @ credit.head_feedback(net, state, l), a, routing), pre=pre)
+    f = Factors(post=Layer.error(net, l, ez @ credit.head_feedback(net, state, l), a, routing, own=True), pre=pre)
     grads["W"] = ops(layer).gradient(layer, f)
     if layer.bias is not None:
         grads["b"] = f.bias
