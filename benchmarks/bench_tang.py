@@ -15,8 +15,9 @@ Rows:
   the same views;
 - the local methods, each from its recipe: ``e2e_rf``, ``e2e_urf`` (``e2e_rf`` with updated random feedback),
   ``e2e_dtp``, ``e2e_dtp_no_noise`` (``e2e_dtp`` with ``inverse_noise = 0``: the inverses' loss without noise, as
-  the paper's Algorithm 1 writes it; the recipe follows the authors' code, sigma = 1), ``gll_bp_l{0,1,2}`` / ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer:
-  ``epochs_per_layer = 1``, epoch l trains layer l), ``rll_bp`` / ``rll_rf`` (a random layer per batch), and
+  the paper's Algorithm 1 writes it; the recipe follows the authors' code, sigma = 1), ``gll_bp_l{0,1,2}`` /
+  ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer: ``epochs_per_layer = 1``, epoch l trains layer l),
+  ``rll_bp`` / ``rll_rf`` (a random layer per batch), and
   ``sequential`` when a credit type of that name is registered. A method whose type is not registered in this
   checkout is skipped with a printed note;
 - ``e2e_bp_reference``, ``e2e_rf_reference``, ``e2e_dtp_reference``: those recipes run by the reference executor
