@@ -14,8 +14,8 @@ Rows:
   initial weights, the hinge written with ``torch.cdist(p=1)``, ``loss.backward()``, ``torch.optim.Adam`` -- on
   the same views;
 - the local methods, each from its recipe: ``e2e_rf``, ``e2e_urf`` (``e2e_rf`` with updated random feedback),
-  ``e2e_dtp``, ``e2e_dtp_no_noise`` (``e2e_dtp`` with ``inverse_noise = 0``: the inverses' loss without noise, as
-  the paper's Algorithm 1 writes it; the recipe follows the authors' code, sigma = 1), ``gll_bp_l{0,1,2}`` /
+  ``e2e_dtp`` (the inverses learn without noise, as the paper's Algorithm 1 writes it), ``e2e_dtp_noise`` (the
+  authors' code's setting: ``e2e_dtp`` with ``inverse_noise = 1``), ``gll_bp_l{0,1,2}`` /
   ``gll_rf_l{0,1,2}`` (the greedy layer-wise step of each layer: ``epochs_per_layer = 1``, epoch l trains layer l),
   ``rll_bp`` / ``rll_rf`` (a random layer per batch), and
   ``sequential`` when a credit type of that name is registered. A method whose type is not registered in this
@@ -27,8 +27,8 @@ Reported per row: the executor that ran it, s / 1,000 pairs (median, range), the
 bound for local methods: at most 1.3x), and GFLOP/s of the row's nominal work against the float32 matrix-multiply peak measured in the
 same run (``bench_training.matmul_peak``). Nominal work per pair: 2 views x (forward and weight gradient of the
 layers a step trains, the input gradient of each of them but the lowest, the forward of the frozen layers below:
-:func:`nominal_flops_per_pair`; RLL: the mean over its layers, each drawn with the same probability); DTP is
-counted as E2E BP (its inverses and noisy forwards are more: its GFLOP/s is a lower bound). The 1-minute load
+:func:`nominal_flops_per_pair`; RLL: the mean over its layers, each drawn with the same probability); DTP: the
+forward and weight gradients, its inverses and, with noise, the noisy forwards (:func:`dtp_flops_per_pair`). The 1-minute load
 average is recorded; a warning says when the machine was busy.
 
     python benchmarks/bench_tang.py [--samples 2000] [--batch 1000] [--repeats 3] [--threads 2]
@@ -53,7 +53,7 @@ from bench_training import matmul_peak, median_range  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "models" / "tang2022"
-METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "e2e_dtp_no_noise", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential",
+METHODS = ("e2e_bp", "autograd", "e2e_rf", "e2e_urf", "e2e_dtp", "e2e_dtp_noise", "gll_bp", "gll_rf", "rll_bp", "rll_rf", "sequential",
            "e2e_bp_reference", "e2e_rf_reference", "e2e_dtp_reference")
 
 
@@ -72,8 +72,8 @@ def recipe_of(method: str, batch: int) -> tuple[dict | None, str | None]:
         over["training"]["engine"] = "reference"
     if method == "e2e_urf":
         name, over["credit"] = "e2e_rf", {"type": "updated_random_feedback"}
-    elif method == "e2e_dtp_no_noise":
-        name, over["credit"] = "e2e_dtp", {"inverse_noise": 0.0}
+    elif method == "e2e_dtp_noise":
+        name, over["credit"] = "e2e_dtp", {"inverse_noise": 1.0}
     elif method == "sequential":
         name, over["credit"] = "e2e_bp", {"type": "sequential"}
     elif method in ("gll_bp", "gll_rf"):
@@ -100,6 +100,28 @@ def make_trainer(recipe: dict, seed: int = 0):
 
     net, objective, credit = recipes.build(recipe, (1, 28, 28))
     return Trainer(net, objective, credit, recipe["training"], seed, None, False), objective
+
+
+def dtp_inverse_flops(trainer) -> tuple[list[float], float] | None:
+    """``(multiply-adds x 2 of each inverse g_l on one image, the inverses' noise sigma)`` when ``trainer`` trains
+    by DTP (the geometry from the method's ``inverse_geometry``), else ``None``."""
+    from neurolearn.credit.dtp import DTP
+
+    credit, net = trainer.credit, trainer.net
+    if not isinstance(credit, DTP):
+        return None
+    out = []
+    for l, g in sorted(credit.inverse_geometry(net).items()):
+        n_in = 1
+        for size in net.shapes[l]:
+            n_in *= size
+        c_out = g["out_shape"][0]
+        k = g["kernel"][0] * g["kernel"][1] if g["kind"] == "conv_transpose" else 1
+        n_out = c_out * k if g["kind"] == "conv_transpose" else 1
+        for size in g["out_shape"][1:] if g["kind"] != "conv_transpose" else ():
+            n_out *= size
+        out.append(2.0 * n_in * n_out)
+    return out, credit.inverse_noise
 
 
 def load_images(n: int) -> torch.Tensor:
@@ -153,18 +175,28 @@ def time_autograd(model, opt, objective, x, batch, seed, epoch) -> float:
 
 
 def forward_flops(net) -> list[float]:
-    """Multiply-adds x 2 of each layer's forward pass for one image, and of a 64-unit head on each population."""
+    """Multiply-adds x 2 of each layer's forward pass for one image: a conv layer over its whole map before
+    pooling (``C_in k_h k_w`` per output cell), a dense layer ``in x out``."""
     out = []
     for l, layer in enumerate(net.layers):
-        n_out = 1
-        for s in net.shapes[l + 1]:
-            n_out *= s
         if isinstance(layer, torch.nn.Linear):
             out.append(2.0 * layer.in_features * layer.out_features)
-        else:  # before pooling: the conv map is 4x the pooled one
-            c_in, k = layer.in_channels, layer.kernel_size[0] * layer.kernel_size[1]
-            out.append(2.0 * c_in * k * n_out * 4)
+            continue
+        _, h, w = net.shapes[l]  # the layer's input
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+        cells = ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
+        out.append(2.0 * layer.in_channels * kh * kw * layer.out_channels * cells)
     return out
+
+
+def dtp_flops_per_pair(net, inverses: list[float], noise: float) -> float:
+    """Nominal work of one pair of a DTP step: 2 views x (the forward and the weight gradient of every layer, the
+    top target's gradient through the head, each inverse three times -- on ``h_l``, ``hat h_l`` and
+    ``f_l(tilde h_{l-1})`` -- and its weight gradient, and with noise the forward of layers ``2 .. L-1`` on the
+    noisy inputs): ``2 (2 sum_l f_l + f_L + 4 sum_l i_l + [sigma > 0] sum_{l=2}^{L-1} f_l)``."""
+    f = forward_flops(net)
+    noisy = sum(f[1:-1]) if noise > 0 else 0.0
+    return 2 * (2 * sum(f) + f[-1] + 4 * sum(inverses) + noisy)
 
 
 def nominal_flops_per_pair(net, method: str, layer: int | None = None) -> float:
@@ -254,6 +286,8 @@ def main(argv=None) -> int:
         if method in ("rll_bp", "rll_rf"):  # a uniformly drawn layer per batch: the mean of the layers' steps
             stages = trainer.net.n_layers - 1
             flops = sum(nominal_flops_per_pair(trainer.net, method, layer) for layer in range(stages)) / stages
+        elif dtp_inverse_flops(trainer) is not None:
+            flops = dtp_flops_per_pair(trainer.net, *dtp_inverse_flops(trainer))
         else:
             flops = nominal_flops_per_pair(trainer.net, "e2e")
         units[method] = (run, flops, trainer.executor)
