@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -112,15 +113,9 @@ def dtp_inverse_flops(trainer) -> tuple[list[float], float] | None:
         return None
     out = []
     for l, g in sorted(credit.inverse_geometry(net).items()):
-        n_in = 1
-        for size in net.shapes[l]:
-            n_in *= size
-        c_out = g["out_shape"][0]
-        k = g["kernel"][0] * g["kernel"][1] if g["kind"] == "conv_transpose" else 1
-        n_out = c_out * k if g["kind"] == "conv_transpose" else 1
-        for size in g["out_shape"][1:] if g["kind"] != "conv_transpose" else ():
-            n_out *= size
-        out.append(2.0 * n_in * n_out)
+        # every input cell of h_l feeds C_{l-1} k_h k_w outputs (transposed conv) or every output (dense)
+        fan_out = g["out_shape"][0] * math.prod(g["kernel"]) if g["kind"] == "conv_transpose" else math.prod(g["out_shape"])
+        out.append(2.0 * math.prod(net.shapes[l]) * fan_out)
     return out, credit.inverse_noise
 
 
@@ -286,8 +281,8 @@ def main(argv=None) -> int:
         if method in ("rll_bp", "rll_rf"):  # a uniformly drawn layer per batch: the mean of the layers' steps
             stages = trainer.net.n_layers - 1
             flops = sum(nominal_flops_per_pair(trainer.net, method, layer) for layer in range(stages)) / stages
-        elif dtp_inverse_flops(trainer) is not None:
-            flops = dtp_flops_per_pair(trainer.net, *dtp_inverse_flops(trainer))
+        elif (inverses := dtp_inverse_flops(trainer)) is not None:
+            flops = dtp_flops_per_pair(trainer.net, *inverses)
         else:
             flops = nominal_flops_per_pair(trainer.net, "e2e")
         units[method] = (run, flops, trainer.executor)

@@ -269,7 +269,7 @@ class DTP(CreditMethod):
             if self.inverse_noise > 0:
                 where = generator.device if generator is not None else h.device
                 eps = torch.randn(h.shape, generator=generator, device=where, dtype=h.dtype).to(h.device)
-                out[l] = h + self.inverse_noise * eps
+                out[l] = eps.mul_(self.inverse_noise).add_(h)  # h + sigma eps, in the noise's own buffer
         return out
 
     def inverse_losses(self, net, hs: list, state: dict, generator=None, grad: bool = True) -> dict:

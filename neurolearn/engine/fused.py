@@ -39,7 +39,7 @@ exact rearrangements of the rest:
    input ``f_l(tilde h_{l-1}) = f_l(h_{l-1})`` is the forward's own ``h_l`` (the same convolution on the same
    input; 4. gives the same values), not computed a second time;
 8. a result is written into the buffer of an operand nothing reads afterwards (a layer's error into its fresh
-   signal ``dL/dh_l``, DTP's noisy input into its noise, a target's difference into ``g_l(h_l)``, a layer
+   signal ``dL/dh_l``, a target's difference into ``g_l(h_l)``, a layer
    loss's gradient into the spent target, an inverse's ``act'`` product into its loss gradient): the same
    numbers, fewer fresh maps.
 
@@ -266,23 +266,6 @@ def targets(credit: DTP, net, hs: list, e_out: torch.Tensor, state: dict) -> dic
     return t
 
 
-@torch.no_grad()
-def noisy_inputs(credit: DTP, net, hs: list, generator=None) -> dict:
-    """:meth:`DTP.noisy_inputs` with ``tilde h = h + sigma eps`` written into the buffer of ``eps``: the same draws
-    in the same order, ``sigma eps`` in place (skipped for ``sigma = 1``: the same number), then ``h`` added
-    (addition commutes: the same sum); no new map (module docstring, 8.)."""
-    out = {}
-    for l in range(2, net.n_layers):
-        h = hs[l - 1]
-        out[l] = h
-        if credit.inverse_noise > 0:
-            eps = torch.randn(h.shape, generator=generator, device=h.device, dtype=h.dtype)
-            if credit.inverse_noise != 1.0:
-                eps.mul_(credit.inverse_noise)
-            out[l] = eps.add_(h)
-    return out
-
-
 def layer_loss_gradient(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``dL_l/dh_l = (2/N)(h_l - hat h_l)`` of ``L_l = mean((h_l - hat h_l)^2)`` over its ``N`` elements, as
     autograd's product: the mean's ``1/N`` (in the tensor's precision) times the square's ``2 (h - hat h)``; the
@@ -301,7 +284,7 @@ def dtp_step(credit: DTP, net, x, objective, objective_state, state, optimizer, 
     out = objective.error(hs[-1], objective_state, None, labels)
 
     def train_inverses():
-        tilde = noisy_inputs(credit, net, hs, generator)
+        tilde = credit.noisy_inputs(net, hs, generator)
         # sigma = 0 hands back the forward's own h_{l-1}: then f_l(tilde h) is the forward's h_l (module docstring, 7.)
         fh = {l: hs[l] if t is hs[l - 1] else pooled_first(net, l - 1, t) for l, t in tilde.items()}
         return credit.step_inverses(state, reconstruction_losses(credit, net, fh, tilde, state))
